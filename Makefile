@@ -1,0 +1,97 @@
+# ssrp: every target installs what it needs first (make install is instant once done).
+#
+#   make demo        the whole system end to end on the embedded mini-COCO sample (outputs in demo-out/)
+#   make test        the test suite
+#   make lint        ruff
+#   make bench       the CPU benchmarks (figures in BENCHMARKS.md)
+#   make models      fetch the official weights into MODELS (needs internet)
+#   make features | augment | parse | corpus   build a corpus:  COCO=dir OUT=dir MODELS=dir RUNNER=local|direct|dataflow
+#   make pretrain    stage 1 then stage 2 with the paper's settings: CORPUS=dir OUT=dir BERT=dir VARIANT=cross
+#   make image       the Dataflow worker container (needs a Docker engine)
+
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+SSRP := $(PY) -m ssrp
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
+
+COCO ?= demo-out/coco
+MODELS ?= demo-out/models
+OUT ?= demo-out/corpus
+RUNNER ?= local
+VARIANT ?= cross
+CORPUS ?= $(OUT)
+BERT ?= $(MODELS)/bert
+ARGS ?=
+IMAGE ?= ssrp-worker:latest
+
+.PHONY: install test lint demo bench models tiny-models sample features augment parse corpus pretrain image clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade "pip>=24" setuptools wheel
+	# torch first, pinned: the same pins give the CUDA builds on a user's machine
+	$(PIP) install -q torch==2.14.1 torchvision==0.29.1
+	$(PIP) install -q -e ".[dev]"
+	# fairseq 0.12.2 does not import on Python 3.11; the fork builds against the installed torch
+	# (no build isolation) and is installed without its stale pins (torchaudio, hydra 1.0).
+	$(PIP) install -q --no-deps --no-build-isolation fairseq-fixed==0.12.3.1
+	$(PIP) install -q --no-build-isolation fastBPE==0.1.0
+	$(PY) -c "import torch, torchvision, apache_beam, stanza, fairseq, fastBPE, lmdb; print('installed: torch', torch.__version__)"
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check ssrp tests bench
+
+bench: install
+	$(PY) bench/corpus_read.py
+
+sample: install
+	$(SSRP) sample coco $(COCO) --images 8 --seed 0
+
+tiny-models: install
+	$(SSRP) models tiny $(MODELS)
+
+models: install
+	$(SSRP) models fetch all --to $(MODELS)
+
+demo: install
+	rm -rf demo-out
+	$(SSRP) sample coco demo-out/coco --images 8 --seed 0
+	$(SSRP) models tiny demo-out/models
+	$(SSRP) corpus verify demo-out/corpus
+	$(SSRP) corpus stats demo-out/corpus
+
+clean:
+	rm -rf demo-out bench/out .pytest_cache .ruff_cache
+
+# ---- corpus builds: a complete corpus from raw COCO with the stages of each preset -------------
+# With the default COCO and MODELS, the embedded sample and the tiny models are made first.
+BUILD_DEPS := install
+ifeq ($(COCO),demo-out/coco)
+BUILD_DEPS += demo-out/coco/annotations/captions_train2017.json
+endif
+ifeq ($(MODELS),demo-out/models)
+BUILD_DEPS += demo-out/models/.complete
+endif
+
+demo-out/coco/annotations/captions_train2017.json: | install
+	$(SSRP) sample coco demo-out/coco --images 8 --seed 0
+
+demo-out/models/.complete: | install
+	$(SSRP) models tiny demo-out/models
+	touch $@
+
+features augment parse corpus: $(BUILD_DEPS)
+	$(SSRP) build --preset $@ --coco $(COCO) --models $(MODELS) --out $(OUT) --runner $(RUNNER) $(ARGS)
+
+image:
+	docker build -t $(IMAGE) --build-arg BEAM_VERSION=2.77.0 .

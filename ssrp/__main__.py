@@ -1,0 +1,5 @@
+import sys
+
+from ssrp.cli import main
+
+sys.exit(main())

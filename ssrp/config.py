@@ -1,0 +1,71 @@
+"""Helpers shared by the frozen dataclass configs of every stage."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import hashlib
+import json
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def to_dict(cfg: Any) -> Any:
+    """A JSON-ready view of a (nested) dataclass config."""
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    if isinstance(cfg, (list, tuple)):
+        return [to_dict(v) for v in cfg]
+    if isinstance(cfg, dict):
+        return {str(k): to_dict(v) for k, v in cfg.items()}
+    return cfg
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(to_dict(value), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def config_hash(value: Any) -> str:
+    """A stable hash of a config: the same settings give the same hash in any process."""
+    return hashlib.sha256(canonical_json(value).encode("ascii")).hexdigest()[:16]
+
+
+def diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Dotted names of the settings that differ between two config dicts."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: list[str] = []
+        for key in sorted(set(a) | set(b)):
+            out += diff_keys(a.get(key), b.get(key), f"{prefix}{key}.")
+        return out
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def with_overrides(cfg: T, overrides: list[str]) -> T:
+    """Apply ``a.b=value`` overrides to a frozen dataclass config (literal_eval, type-checked)."""
+    for item in overrides:
+        name, sep, raw = item.partition("=")
+        if not sep:
+            raise ValueError(f"override {item!r} must look like name=value")
+        cfg = _set(cfg, name.split("."), raw, item)
+    return cfg
+
+
+def _set(cfg: Any, path: list[str], raw: str, item: str) -> Any:
+    names = {f.name for f in dataclasses.fields(cfg)}
+    if path[0] not in names:
+        raise ValueError(f"override {item!r}: unknown setting {path[0]!r}; known: {sorted(names)}")
+    current = getattr(cfg, path[0])
+    if len(path) > 1:
+        return dataclasses.replace(cfg, **{path[0]: _set(current, path[1:], raw, item)})
+    try:
+        value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        value = raw
+    if isinstance(current, tuple) and isinstance(value, list):
+        value = tuple(value)
+    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if current is not None and not isinstance(value, type(current)):
+        raise ValueError(f"override {item!r}: expected {type(current).__name__}, got {type(value).__name__}")
+    return dataclasses.replace(cfg, **{path[0]: value})

@@ -1,0 +1,49 @@
+"""ssrp models fetch|tiny|list."""
+
+from __future__ import annotations
+
+import json
+
+
+def register(sub) -> None:
+    p = sub.add_parser("models", help="fetch official weights (checksummed) or build tiny offline models")
+    msub = p.add_subparsers(dest="models_command", metavar="ACTION", required=True)
+    f = msub.add_parser("fetch", help="download official weights into DIR/NAME and check their sha256")
+    f.add_argument("names", nargs="+", metavar="NAME", help="detector, translation, parser, bert, or all")
+    f.add_argument("--to", required=True, metavar="DIR", help="models directory")
+    f.set_defaults(func=_fetch)
+    t = msub.add_parser("tiny", help="build small random-weight models in the real formats (offline)")
+    t.add_argument("out", help="models directory to write")
+    t.add_argument("--only", nargs="*", default=None, help="build only these")
+    t.set_defaults(func=_tiny)
+    ls = msub.add_parser("list", help="the models that can be fetched, with their files and checksums")
+    ls.set_defaults(func=_list)
+
+
+def _fetch(args) -> int:
+    from ssrp.models.hub import fetch
+    from ssrp.models.registry import SOURCES
+
+    names = sorted(SOURCES) if args.names == ["all"] else args.names
+    for name in names:
+        print(f"{name}: {fetch(name, args.to)}")
+    return 0
+
+
+def _tiny(args) -> int:
+    from ssrp.models.hub import build_tiny
+
+    print(json.dumps(build_tiny(args.out, args.only), indent=1, default=str))
+    return 0
+
+
+def _list(args) -> int:
+    from ssrp.models.hub import source
+    from ssrp.models.registry import SOURCES
+
+    for name in sorted(SOURCES):
+        src = source(name)
+        print(f"{name}: {src.description}")
+        for f in src.files:
+            print(f"  {f.dest}  {f.url}  sha256={f.sha256 or 'not published'}")
+    return 0

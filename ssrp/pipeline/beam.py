@@ -1,0 +1,319 @@
+"""The Beam corpus builder: the same stages and shard writer as the local runner, on any runner.
+
+    images:   Create | read image list (inside the pipeline) | drop committed shards | Reshuffle
+              | read bytes | RunInference(detector + views) | keyed by image shard
+    captions: Create | read annotations | drop committed shards | Reshuffle
+              | RunInference(back-translation + parse) | keyed by text shard
+    writing:  (every planned shard, its outcomes, its dead letters) | GroupByKey
+              | StageShard (build locally, copy to a unique temporary name)
+              | Reshuffle (commit barrier) | PromoteShard (rename, report, marker)
+              | ToList | FinishCorpus (index shards from the reports, manifest last)
+
+A retried bundle re-stages its shard under a new temporary name; only the attempt that reaches the
+barrier is promoted, and promotion is idempotent, so retries never duplicate or lose a record.
+Shards depend only on their records, so they are byte-identical to a local run's.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Sequence
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
+
+from ssrp.corpus import INDEX, CorpusPlan, CorpusWriter, ShardSpec, Storage
+from ssrp.deadletter import DeadLetter
+from ssrp.pipeline.coco import CaptionInput, ImageInput, read_coco
+from ssrp.pipeline.config import BuildConfig
+from ssrp.pipeline.plan import image_report, image_shard, index_items, text_report, text_shard
+from ssrp.pipeline.stages import BuildStages, CaptionResult, encode_all
+
+logger = logging.getLogger(__name__)
+NAMESPACE = "ssrp"
+
+
+def beam_open(path: str, mode: str = "rb"):
+    """``open`` for any Beam filesystem (local, gs://, s3://); read-only."""
+    if mode != "rb":
+        raise ValueError("beam_open reads only")
+    return FileSystems.open(path)
+
+
+class BeamStorage(Storage):
+    """A corpus directory on any Beam filesystem (gs://, s3://, local)."""
+
+    def path(self, name: str) -> str:
+        return FileSystems.join(self.root, name)
+
+    def exists(self, name: str) -> bool:
+        return FileSystems.exists(self.path(name))
+
+    def read_text(self, name: str) -> str:
+        with FileSystems.open(self.path(name)) as fh:
+            return fh.read().decode("utf-8")
+
+    def write_text_atomic(self, name: str, text: str) -> None:
+        tmp = f"{name}.tmp-{_uuid()}"
+        with FileSystems.create(self.path(tmp)) as fh:
+            fh.write(text.encode("utf-8"))
+        self.rename(tmp, name)
+
+    def put_file(self, local_path: str, name: str) -> None:
+        with open(local_path, "rb") as src, FileSystems.create(self.path(name)) as dst:
+            while block := src.read(1 << 20):
+                dst.write(block)
+
+    def rename(self, src: str, dst: str) -> None:
+        if FileSystems.exists(self.path(dst)):
+            FileSystems.delete([self.path(dst)])  # same content (deterministic shards): replace
+        FileSystems.rename([self.path(src)], [self.path(dst)])
+
+    def delete(self, name: str) -> None:
+        if self.exists(name):
+            FileSystems.delete([self.path(name)])
+
+    def remove_orphans(self) -> int:
+        matches = FileSystems.match([self.path("**.tmp-*")])[0].metadata_list
+        if matches:
+            FileSystems.delete([m.path for m in matches])
+        return len(matches)
+
+
+def _uuid() -> str:
+    import uuid
+
+    return uuid.uuid4().hex
+
+
+def storage_for(root: str) -> Storage:
+    return BeamStorage(root) if "://" in root else Storage(root)
+
+
+# ---------------------------------------------------------------------------------------------
+# Model handlers: thin wrappers around BuildStages, loaded once per worker process.
+
+
+class ImageStageHandler(ModelHandler):
+    """RunInference handler for the detector (and RoI views): batch of (ImageInput, bytes)."""
+
+    def __init__(self, cfg: BuildConfig, max_batch: int, require_gpu: bool = False, stages_cls=BuildStages):
+        super().__init__()
+        self._cfg, self._max_batch, self._require_gpu, self._cls = cfg, max_batch, require_gpu, stages_cls
+
+    def load_model(self) -> BuildStages:
+        _check_gpu(self._require_gpu)
+        return self._cls(self._cfg, open_fn=beam_open).load(captions=False)
+
+    def run_inference(self, batch: Sequence, model: BuildStages, inference_args=None) -> Iterable:
+        return [PredictionResult(x, y) for x, y in zip(batch, model.images(list(batch)), strict=True)]
+
+    def batch_elements_kwargs(self) -> dict:
+        return {"min_batch_size": 1, "max_batch_size": self._max_batch}
+
+    def get_metrics_namespace(self) -> str:
+        return f"{NAMESPACE}_images"
+
+
+class CaptionStageHandler(ModelHandler):
+    """RunInference handler for back-translation and parsing: batch of CaptionInput."""
+
+    def __init__(self, cfg: BuildConfig, max_batch: int, require_gpu: bool = False, stages_cls=BuildStages):
+        super().__init__()
+        self._cfg, self._max_batch, self._require_gpu, self._cls = cfg, max_batch, require_gpu, stages_cls
+
+    def load_model(self) -> BuildStages:
+        _check_gpu(self._require_gpu)
+        return self._cls(self._cfg, open_fn=beam_open).load(images=False)
+
+    def run_inference(self, batch: Sequence, model: BuildStages, inference_args=None) -> Iterable:
+        return [PredictionResult(x, y) for x, y in zip(batch, model.captions(list(batch)), strict=True)]
+
+    def batch_elements_kwargs(self) -> dict:
+        return {"min_batch_size": 1, "max_batch_size": self._max_batch}
+
+    def get_metrics_namespace(self) -> str:
+        return f"{NAMESPACE}_captions"
+
+
+def _check_gpu(required: bool) -> None:
+    if required:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise RuntimeError("--require_gpu is set but this worker sees no CUDA device (check the accelerator flags)")
+
+
+# ---------------------------------------------------------------------------------------------
+# DoFns.
+
+
+class ReadImageBytes(beam.DoFn):
+    def __init__(self, cfg: BuildConfig, num_image_shards: int, stages_cls=BuildStages):
+        self._cfg, self._n, self._cls = cfg, num_image_shards, stages_cls
+
+    def setup(self) -> None:
+        self._stages = self._cls(self._cfg, open_fn=beam_open)
+        self._read = Metrics.counter(NAMESPACE, "images_read")
+        self._failed = Metrics.counter(NAMESPACE, "images_unreadable")
+
+    def process(self, inp: ImageInput):
+        data = self._stages.read_image(inp)
+        if isinstance(data, DeadLetter):
+            self._failed.inc()
+            yield beam.pvalue.TaggedOutput("dead", (("image", image_shard(inp.image_id, self._n)), ("out", inp, data)))
+        else:
+            self._read.inc()
+            yield inp, data
+
+
+def _image_outcome(result, n: int):
+    (inp, _), out = result.example, result.inference
+    payload = out if isinstance(out, DeadLetter) else encode_all(out)
+    return ("image", image_shard(inp.image_id, n)), ("out", inp, payload)
+
+
+def _caption_outcome(result, n: int):
+    caption, out = result.example, result.inference
+    if isinstance(out, CaptionResult):
+        out = CaptionResult(caption, encode_all(out.records), out.dropped)  # records as bytes from here on
+    return ("text", text_shard(caption.key, n)), ("out", caption, out)
+
+
+class StageShard(beam.DoFn):
+    """Phase 1: build one shard from its group and copy it to a unique temporary name."""
+
+    def __init__(self, out: str, plan: CorpusPlan):
+        self._out, self._plan = out, plan
+
+    def setup(self) -> None:
+        self._writer = CorpusWriter(storage_for(self._out), self._plan)
+        self._records = Metrics.counter(NAMESPACE, "records_written")
+        self._dead = Metrics.counter(NAMESPACE, "dead_letters")
+
+    def process(self, element):
+        (kind, shard_id), values = element
+        spec = ShardSpec(kind, shard_id, self._plan.num_shards[kind])
+        outcomes = [v for v in values if v[0] == "out"]
+        read_dead = [v[1] for v in values if v[0] == "dead"]
+        items, report = _shard_items(kind, outcomes, read_dead)
+        tmp_name, info = self._writer.stage_shard(spec, items)
+        self._records.inc(info.records)
+        self._dead.inc(len(report["dead_letters"]))
+        yield spec, tmp_name, info, json.dumps(report)
+
+
+def _shard_items(kind: str, outcomes: list, read_dead: list) -> tuple[list, dict]:
+    items: list = []
+    if kind == "image":
+        results = [(inp, payload) for _, inp, payload in outcomes]
+        for _, payload in results:
+            if not isinstance(payload, DeadLetter):
+                items += payload
+        report = image_report([(inp, p if isinstance(p, DeadLetter) else list(p)) for inp, p in results])
+        return items, report
+    results = [payload for _, _, payload in outcomes]
+    for res in results:
+        if isinstance(res, CaptionResult):
+            items += res.records
+    return items, text_report(results, read_dead)
+
+
+class PromoteShard(beam.DoFn):
+    """Phase 2, after the barrier: rename into place, write the report and the marker."""
+
+    def __init__(self, out: str, plan: CorpusPlan):
+        self._out, self._plan = out, plan
+
+    def setup(self) -> None:
+        self._writer = CorpusWriter(storage_for(self._out), self._plan)
+        self._shards = Metrics.counter(NAMESPACE, "shards_committed")
+
+    def process(self, element):
+        spec, tmp_name, info, report = element
+        self._writer.promote_shard(spec, tmp_name, info, json.loads(report))
+        self._shards.inc()
+        yield spec.name
+
+
+class FinishCorpus(beam.DoFn):
+    """Index shards from every shard's report, then the manifest (last)."""
+
+    def __init__(self, cfg: BuildConfig, plan: CorpusPlan):
+        self._cfg, self._plan = cfg, plan
+
+    def process(self, _committed):
+        writer = CorpusWriter(storage_for(self._cfg.out), self._plan)
+        inputs = read_coco(self._cfg.coco, self._cfg.split, open_fn=beam_open, max_images=self._cfg.max_images)
+        reports = [writer.report(s) or {} for s in self._plan.specs() if s.kind != INDEX]
+        groups = index_items(inputs.images, reports, self._plan)
+        for spec in (s for s in self._plan.specs() if s.kind == INDEX):
+            if writer.committed(spec) is None:
+                writer.commit_shard(spec, groups[spec.shard_id])
+        yield writer.finalize()
+
+
+# ---------------------------------------------------------------------------------------------
+# The pipeline.
+
+
+def _image_inputs(_, cfg: BuildConfig, n: int, done: frozenset):
+    for img in read_coco(cfg.coco, cfg.split, open_fn=beam_open, max_images=cfg.max_images).images:
+        if image_shard(img.image_id, n) not in done:
+            yield img
+
+
+def _caption_inputs(_, cfg: BuildConfig, n: int, done: frozenset):
+    inputs = read_coco(cfg.coco, cfg.split, open_fn=beam_open, max_images=cfg.max_images)
+    for cap in inputs.captions:
+        if text_shard(cap.key, n) not in done:
+            yield cap
+    for dead in inputs.dead_letters:
+        shard = text_shard(dead.key, n) if dead.key.count("/") == 2 and dead.key.split("/")[1].isdigit() else 0
+        if shard not in done:
+            yield beam.pvalue.TaggedOutput("dead", (("text", shard), ("dead", dead)))
+
+
+def build_pipeline(p: beam.Pipeline, cfg: BuildConfig, plan: CorpusPlan, committed: frozenset,
+                   require_gpu: bool = False, stages_cls=BuildStages) -> beam.PCollection:
+    """Wire the build into ``p``; ``committed`` holds (kind, shard_id) already done. Returns the manifest."""
+    n_img, n_txt = plan.num_shards["image"], plan.num_shards["text"]
+    done_img = frozenset(i for k, i in committed if k == "image")
+    done_txt = frozenset(i for k, i in committed if k == "text")
+    start = p | "Start" >> beam.Create([None])
+
+    images = (
+        start
+        | "ListImages" >> beam.FlatMap(_image_inputs, cfg, n_img, done_img)
+        | "ShuffleImages" >> beam.Reshuffle()
+        | "ReadImages" >> beam.ParDo(ReadImageBytes(cfg, n_img, stages_cls)).with_outputs("dead", main="ok")
+    )
+    image_out = (
+        images.ok
+        | "Detect" >> RunInference(ImageStageHandler(cfg, cfg.image_batch, require_gpu, stages_cls))
+        | "KeyImages" >> beam.Map(_image_outcome, n_img)
+    )
+    captions = start | "ListCaptions" >> beam.FlatMap(_caption_inputs, cfg, n_txt, done_txt).with_outputs(
+        "dead", main="ok"
+    )
+    caption_out = (
+        captions.ok
+        | "ShuffleCaptions" >> beam.Reshuffle()
+        | "TranslateParse" >> RunInference(CaptionStageHandler(cfg, cfg.caption_batch, require_gpu, stages_cls))
+        | "KeyCaptions" >> beam.Map(_caption_outcome, n_txt)
+    )
+    todo = [(s.kind, s.shard_id) for s in plan.specs() if s.kind != INDEX and (s.kind, s.shard_id) not in committed]
+    every_shard = p | "PlannedShards" >> beam.Create([(key, ("spec",)) for key in todo])
+    return (
+        (image_out, images.dead, caption_out, captions.dead, every_shard)
+        | "Gather" >> beam.Flatten()
+        | "GroupByShard" >> beam.GroupByKey()
+        | "StageShards" >> beam.ParDo(StageShard(cfg.out, plan))
+        | "CommitBarrier" >> beam.Reshuffle()
+        | "PromoteShards" >> beam.ParDo(PromoteShard(cfg.out, plan))
+        | "AllCommitted" >> beam.combiners.ToList()
+        | "FinishCorpus" >> beam.ParDo(FinishCorpus(cfg, plan))
+    )

@@ -1,0 +1,109 @@
+"""Launching a build on a runner: local loop, Beam's local runner, Dataflow, Flink, Spark.
+
+    ssrp build --coco COCO --out OUT --models MODELS [--preset corpus] [--runner local]
+    ssrp build ... --runner direct -- --direct_num_workers=4
+    ssrp build ... --runner dataflow --require_gpu -- --project=P --region=R --temp_location=gs://B/tmp \\
+        --sdk_container_image=REGION-docker.pkg.dev/P/repo/ssrp-worker:0.1.0 --sdk_location=container \\
+        --machine_type=g2-standard-8 --dataflow_service_options="worker_accelerator=type:nvidia-l4;count:1;install-nvidia-driver"
+
+Everything after ``--`` goes to Beam's PipelineOptions unchanged. See docs/pipeline.md.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+
+from ssrp.pipeline.config import RUNNERS, BuildConfig
+
+logger = logging.getLogger(__name__)
+
+_DATAFLOW_REQUIRED = ("project", "region", "temp_location")
+_BEAM_RUNNERS = {"dataflow": "DataflowRunner", "flink": "FlinkRunner", "spark": "SparkRunner", "portable": "PortableRunner"}
+
+
+def pipeline_options_for(runner: str, beam_args: Sequence[str], require_gpu: bool):
+    """PipelineOptions for a runner, validated before anything is launched."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    args = list(beam_args)
+    if runner == "direct":
+        # Beam's local runner without Prism (which downloads a binary): FnApiRunner, several processes
+        args = ["--direct_running_mode=multi_processing", *args]
+        if not any(a.startswith("--direct_num_workers") for a in args):
+            args.append("--direct_num_workers=2")
+    elif runner in _BEAM_RUNNERS:
+        args = [f"--runner={_BEAM_RUNNERS[runner]}", *args]
+    options = PipelineOptions(args)
+    problems = validate_options(runner, options.get_all_options(drop_default=True), require_gpu)
+    if problems:
+        raise ValueError(f"cannot launch on {runner}: " + "; ".join(problems))
+    return options
+
+
+def validate_options(runner: str, opts: dict, require_gpu: bool) -> list[str]:
+    """What would make a launch fail late (on a paid cluster), found before it starts."""
+    problems = []
+    if runner == "dataflow":
+        problems += [f"--{name} is required" for name in _DATAFLOW_REQUIRED if not opts.get(name)]
+        if not str(opts.get("temp_location", "")).startswith("gs://"):
+            problems.append("--temp_location must be a gs:// path")
+        if not opts.get("sdk_container_image"):
+            problems.append("--sdk_container_image is required (build it with `make image`; Beam versions must match)")
+        services = " ".join(opts.get("dataflow_service_options") or [])
+        if require_gpu and "worker_accelerator" not in services:
+            problems.append('--require_gpu needs --dataflow_service_options="worker_accelerator=type:...;count:1;'
+                            'install-nvidia-driver"')
+        if "worker_accelerator" in services and "install-nvidia-driver" not in services:
+            problems.append("worker_accelerator without install-nvidia-driver leaves the GPU unusable")
+    if runner in ("flink", "spark", "portable") and require_gpu and opts.get("environment_type", "").upper() == "DOCKER":
+        problems.append("DOCKER environments cannot pass GPUs; use --environment_type=EXTERNAL with a GPU worker pool")
+    return problems
+
+
+def run_build(cfg: BuildConfig, runner: str = "local", beam_args: Sequence[str] = (), require_gpu: bool = False,
+              progress: bool = True, stages_cls=None) -> dict:
+    """Run a build to the end and return its manifest."""
+    if runner not in RUNNERS:
+        raise ValueError(f"runner must be one of {RUNNERS}, got {runner!r}")
+    if runner == "local":
+        from ssrp.pipeline.local import run_local
+
+        stages = stages_cls(cfg) if stages_cls else None
+        return run_local(cfg, stages=stages, progress=progress)
+    return run_beam(cfg, runner, beam_args, require_gpu, stages_cls)
+
+
+def run_beam(cfg: BuildConfig, runner: str, beam_args: Sequence[str] = (), require_gpu: bool = False,
+             stages_cls=None, test_runner=None) -> dict:
+    import apache_beam as beam
+
+    from ssrp.corpus import INDEX, CorpusWriter
+    from ssrp.pipeline.beam import beam_open, build_pipeline, storage_for
+    from ssrp.pipeline.coco import read_coco
+    from ssrp.pipeline.local import views_per_image
+    from ssrp.pipeline.plan import make_plan
+    from ssrp.pipeline.stages import BuildStages
+
+    stages_cls = stages_cls or BuildStages
+    options = pipeline_options_for(runner, beam_args, require_gpu)
+    inputs = read_coco(cfg.coco, cfg.split, open_fn=beam_open, max_images=cfg.max_images)  # counts for the plan
+    plan = make_plan(cfg, inputs, views_per_image(cfg), stages_cls(cfg).model_identities())
+    writer = CorpusWriter(storage_for(cfg.out), plan)
+    writer.open()
+    committed = frozenset((s.kind, s.shard_id) for s in plan.specs() if s.kind != INDEX and writer.committed(s))
+    if committed:
+        logger.info("resuming: %d shards already committed are kept", len(committed))
+    pipeline_runner = test_runner or _local_runner(runner)
+    with beam.Pipeline(runner=pipeline_runner, options=options) as p:
+        build_pipeline(p, cfg, plan, committed, require_gpu=require_gpu, stages_cls=stages_cls)
+    return json.loads(writer.storage.read_text("manifest.json"))
+
+
+def _local_runner(runner: str):
+    if runner == "direct":
+        from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+        return FnApiRunner()
+    return None  # taken from --runner in the options

@@ -1,0 +1,63 @@
+"""Deterministic fake stages, for unit tests of the orchestration around the real stages only."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+
+import numpy as np
+from PIL import Image
+
+from ssrp.corpus import ImageRecord, TextRecord
+from ssrp.deadletter import DeadLetter
+from ssrp.pipeline.stages import BuildStages, CaptionResult
+
+
+class FakeStages(BuildStages):
+    fail_captions: set = set()
+
+    def load(self, images=True, captions=True):
+        return self
+
+    def model_identities(self):
+        return {"fake": "v1"}
+
+    def images(self, batch):
+        out = []
+        for inp, data in batch:
+            try:
+                with Image.open(io.BytesIO(data)) as im:
+                    im.load()
+                    w, h = im.size
+            except Exception as err:  # noqa: BLE001 - any decoding failure is a dead letter here
+                out.append(DeadLetter(inp.key, "decode", "corrupt_image", str(err)[:80]))
+                continue
+            seed = int(hashlib.sha256(data).hexdigest()[:8], 16)
+            rng = np.random.default_rng(seed)
+            views = ["raw", "rot90"] if self.cfg.has("views") else ["raw"]
+            recs = []
+            for view in views:
+                xy = rng.uniform(0, min(w, h) / 2, (4, 2)).astype(np.float32)
+                recs.append(ImageRecord(image_id=inp.image_id, view=view, height=h, width=w,
+                                        boxes=np.concatenate([xy, xy + 5], 1), features=rng.standard_normal((4, 8)).astype(np.float16),
+                                        obj_ids=np.arange(4, dtype=np.int32), obj_conf=np.ones(4, np.float32),
+                                        attr_ids=np.zeros(4, np.int32), attr_conf=np.zeros(4, np.float32)))
+            out.append(recs)
+        return out
+
+    def captions(self, batch):
+        out = []
+        for c in batch:
+            text = c.text.strip()
+            if not text:
+                out.append(DeadLetter(c.key, "translate", "empty_caption", "empty"))
+                continue
+            if len(text.split()) > 500:
+                out.append(DeadLetter(c.key, "translate", "too_long", f"{len(text.split())} words"))
+                continue
+            recs = [TextRecord(caption_id=c.caption_id, image_id=c.image_id, variant="raw", text=text)]
+            if self.cfg.has("translate"):
+                recs.append(TextRecord(caption_id=c.caption_id, image_id=c.image_id, variant="de",
+                                       text=" ".join(reversed(text.split())), pivot="x"))
+            out.append(CaptionResult(c, recs, {"ratio_filter:ru": 1} if self.cfg.has("translate") else {}))
+        return out

@@ -1,0 +1,143 @@
+"""The build's orchestration (planning, dead letters, counts, resume, two-phase commit, parity of
+the local runner and Beam), around deterministic fake stages. The real stages are exercised in
+test_pipeline_real.py."""
+
+import json
+import os
+
+import pytest
+from fake_stages import FakeStages
+
+from ssrp.corpus import ConfigMismatchError, CorpusPlan, CorpusReader, CorpusWriter, ShardSpec, verify
+from ssrp.pipeline.config import BuildConfig
+from ssrp.pipeline.local import run_local
+from ssrp.pipeline.run import run_beam, validate_options
+
+SHARDS = {"image": 3, "text": 2}
+
+
+def config(coco, out, **kw):
+    kw.setdefault("stages", ("features", "views", "translate"))
+    return BuildConfig(coco=coco, out=str(out), models="unused", num_shards=SHARDS, **kw)
+
+
+def digests(manifest):
+    return {s["name"]: s["sha256"] for k in manifest["kinds"].values() for s in k["shards"]}
+
+
+def test_local_build_with_bad_input_completes_and_counts_add_up(bad_coco, tmp_path):
+    cfg = config(bad_coco, tmp_path / "c")
+    manifest = run_local(cfg, stages=FakeStages(cfg), progress=False)
+    summary = manifest["summary"]
+    assert summary["images"] == {**summary["images"], "inputs": 10, "written": 7, "dead_letters": 3, "balanced": True}
+    assert summary["images"]["by_reason"] == {"decode:corrupt_image": 2, "read:missing_file": 1}
+    caps = summary["captions"]
+    assert caps["inputs"] == 51 and caps["balanced"] and caps["dead_letters"] == 3
+    assert caps["by_reason"] == {"read:duplicate_annotation_id": 1, "translate:empty_caption": 1,
+                                 "translate:too_long": 1}
+    assert caps["counters"]["dropped:ratio_filter:ru"] == caps["written"]
+    dead = [json.loads(line) for line in open(os.path.join(cfg.out, "deadletters.jsonl"))]
+    assert len(dead) == 6 and all(d["key"] and d["reason"] and d["stage"] for d in dead)
+    assert json.load(open(os.path.join(cfg.out, "summary.json"))) == summary
+    assert verify(cfg.out).ok
+    reader = CorpusReader(cfg.out)
+    index_ids = reader.image_ids()
+    assert len(index_ids) == 7  # only images that were written, each with its written captions
+    for image_id in index_ids:
+        for cid in reader.index(image_id).caption_ids:
+            assert reader.text(int(cid)).image_id == image_id
+
+
+def test_beam_and_local_runs_give_byte_identical_shards(coco, tmp_path):
+    local_cfg = config(coco, tmp_path / "local")
+    beam_cfg = config(coco, tmp_path / "beam")
+    local = run_local(local_cfg, stages=FakeStages(local_cfg), progress=False)
+    beam = run_beam(beam_cfg, "direct", ["--direct_running_mode=in_memory", "--direct_num_workers=1"],
+                    stages_cls=FakeStages)
+    assert digests(local) == digests(beam) and len(digests(local)) == 6
+    assert local["summary"] == beam["summary"]
+    assert verify(beam_cfg.out).ok
+
+
+class Crash(RuntimeError):
+    pass
+
+
+class CrashingStages(FakeStages):
+    """Dies on the second caption batch: an interrupted run."""
+
+    calls = 0
+
+    def captions(self, batch):
+        CrashingStages.calls += 1
+        if CrashingStages.calls == 2:
+            raise Crash("killed")
+        return super().captions(batch)
+
+
+def test_killed_run_resumes_to_the_same_manifest(coco, tmp_path):
+    whole = config(coco, tmp_path / "whole", caption_batch=4)
+    expected = run_local(whole, stages=FakeStages(whole), progress=False)
+    cfg = config(coco, tmp_path / "resumed", caption_batch=4)
+    with pytest.raises(Crash):
+        run_local(cfg, stages=CrashingStages(cfg), progress=False)
+    assert not os.path.exists(os.path.join(cfg.out, "manifest.json"))
+    committed = [n for n in os.listdir(os.path.join(cfg.out, "image")) if n.endswith(".lmdb.json")]
+    assert len(committed) == 3  # the image shards were done before the crash and are kept
+    resumed = run_local(cfg, stages=FakeStages(cfg), progress=False)
+    assert digests(resumed) == digests(expected) and resumed["summary"] == expected["summary"]
+
+
+def test_beam_resume_skips_committed_shards(coco, tmp_path):
+    cfg = config(coco, tmp_path / "c")
+    first = run_local(cfg, stages=FakeStages(cfg), progress=False)
+    os.remove(os.path.join(cfg.out, "manifest.json"))
+    victim = first["kinds"]["image"]["shards"][1]["name"]
+    os.remove(os.path.join(cfg.out, victim + ".json"))  # this shard's marker is gone: it must be redone
+    keep = os.path.getmtime(os.path.join(cfg.out, first["kinds"]["image"]["shards"][0]["name"]))
+    again = run_beam(cfg, "direct", ["--direct_running_mode=in_memory"], stages_cls=FakeStages)
+    assert digests(again) == digests(first)
+    assert os.path.getmtime(os.path.join(cfg.out, first["kinds"]["image"]["shards"][0]["name"])) == keep
+
+
+def test_changed_config_is_refused(coco, tmp_path):
+    cfg = config(coco, tmp_path / "c")
+    run_local(cfg, stages=FakeStages(cfg), progress=False)
+    other = config(coco, tmp_path / "c", stages=("features",))
+    with pytest.raises(ConfigMismatchError, match="stages"):
+        run_local(other, stages=FakeStages(other), progress=False)
+
+
+def test_retried_staging_is_harmless(tmp_path):
+    """A retried bundle stages the same shard twice: same bytes, distinct temporary names;
+    promotion after the barrier is idempotent and leaves no temporary file behind."""
+    from corpus_helpers import make_image  # noqa: F401 - shared record factory
+
+    from ssrp.corpus import encode
+
+    rec = make_image(3)
+    plan = CorpusPlan({"image": 1})
+    writer = CorpusWriter(str(tmp_path / "c"), plan)
+    writer.open()
+    spec = ShardSpec("image", 0, 1)
+    tmp1, info1 = writer.stage_shard(spec, [(rec.key, encode(rec))])
+    tmp2, info2 = writer.stage_shard(spec, [(rec.key, encode(rec))])
+    assert tmp1 != tmp2 and info1 == info2
+    writer.promote_shard(spec, tmp2, info2)
+    writer.promote_shard(spec, tmp2, info2)  # retried promotion
+    manifest = writer.finalize()
+    assert manifest["kinds"]["image"]["records"] == 1
+    assert not [n for n in os.listdir(tmp_path / "c" / "image") if ".tmp-" in n]  # the orphan attempt is removed
+    with pytest.raises(RuntimeError, match="lost shard"):
+        CorpusWriter(str(tmp_path / "d"), plan).promote_shard(spec, "nope", info1)
+
+
+def test_dataflow_flags_are_validated_before_launch():
+    assert validate_options("dataflow", {}, require_gpu=True)
+    ok = {"project": "p", "region": "r", "temp_location": "gs://b/t", "sdk_container_image": "img",
+          "dataflow_service_options": ["worker_accelerator=type:nvidia-l4;count:1;install-nvidia-driver"]}
+    assert validate_options("dataflow", ok, require_gpu=True) == []
+    no_gpu = {**ok, "dataflow_service_options": []}
+    assert any("require_gpu" in p for p in validate_options("dataflow", no_gpu, require_gpu=True))
+    assert any("gs://" in p for p in validate_options("dataflow", {**ok, "temp_location": "/tmp"}, False))
+    assert validate_options("flink", {"environment_type": "DOCKER"}, require_gpu=True)
