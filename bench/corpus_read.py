@@ -32,7 +32,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ssrp.corpus import CorpusPlan, CorpusReader, ImageRecord, encode, image_key, write_corpus  # noqa: E402
+from ssrp.corpus import CorpusPlan, CorpusReader, ImageRecord, encode, write_corpus  # noqa: E402
 
 N_BOXES, DIM = 36, 2048
 TSV_FIELDS = ["img_id", "img_h", "img_w", "objects_id", "objects_conf", "attrs_id", "attrs_conf", "num_boxes", "boxes",

@@ -24,7 +24,14 @@ COMMAND_MODULES = (
     "ssrp.sample.cli",
     "ssrp.models.cli",
     "ssrp.corpus.cli",
+    "ssrp.pipeline.cli",
+    "ssrp.parse.cli",
+    "ssrp.augment.cli_translate",
+    "ssrp.eval.cli",
 )
+
+
+NOISY_LIBRARIES = ("fairseq", "fairseq_cli", "hydra", "stanza", "apache_beam", "root.apitools", "matplotlib", "PIL", "h5py")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,6 +60,10 @@ def setup_logging(verbose: int, quiet: bool) -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
         logger.addHandler(handler)
     logger.propagate = False
+    # Libraries that log their whole config at INFO (fairseq) or chat on import (Beam, Stanza): their
+    # own loggers go to WARNING unless -vv asks for everything.
+    for name in NOISY_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose > 1 else logging.WARNING)
 
 
 def main(argv: list[str] | None = None) -> int:

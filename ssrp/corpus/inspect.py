@@ -129,10 +129,10 @@ def format_stats(s: dict) -> str:
         lines.append(f"  {kind:6s} {n:>10,d} records in {s['shards'][kind]} shards")
     if s["image_views"]:
         lines.append(f"  image views ({s.get('views_per_image', 0)} per image):")
-        lines += [f"    {v:10s} {n:>10,d}" for v, n in s["image_views"].items()]
+        lines += [f"    {v:16s} {n:>10,d}" for v, n in s["image_views"].items()]
     if s["text_variants"]:
         lines.append("  text variants:")
-        lines += [f"    {v:10s} {n:>10,d}" for v, n in s["text_variants"].items()]
+        lines += [f"    {v:16s} {n:>10,d}" for v, n in s["text_variants"].items()]
     return "\n".join(lines)
 
 

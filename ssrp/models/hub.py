@@ -12,9 +12,10 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ssrp.models.registry import SOURCES, TINY_BUILDERS
+
 logger = logging.getLogger(__name__)
 
-from ssrp.models.registry import SOURCES, TINY_BUILDERS
 
 
 class ChecksumError(RuntimeError):

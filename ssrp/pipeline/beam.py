@@ -27,7 +27,7 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInf
 
 from ssrp.corpus import INDEX, CorpusPlan, CorpusWriter, ShardSpec, Storage
 from ssrp.deadletter import DeadLetter
-from ssrp.pipeline.coco import CaptionInput, ImageInput, read_coco
+from ssrp.pipeline.coco import ImageInput, read_coco
 from ssrp.pipeline.config import BuildConfig
 from ssrp.pipeline.plan import image_report, image_shard, index_items, text_report, text_shard
 from ssrp.pipeline.stages import BuildStages, CaptionResult, encode_all

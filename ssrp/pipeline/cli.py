@@ -40,7 +40,7 @@ def register(sub) -> None:
     p.add_argument("--caption-batch", type=int, default=256)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--set", dest="settings", action="append", default=[], metavar="STAGE.KEY=VALUE",
-                   help="a stage setting, e.g. --set translate.beam=4 --set features.max_boxes=36")
+                   help="a stage setting, e.g. --set translate.back_beam=4 --set features.select.max_boxes=100")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("beam_args", nargs=argparse.REMAINDER, help="-- then Beam pipeline options")
     p.set_defaults(func=_build)

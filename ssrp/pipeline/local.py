@@ -35,7 +35,7 @@ def run_local(cfg: BuildConfig, stages: BuildStages | None = None, progress: boo
     """Build the corpus ``cfg.out`` from ``cfg.coco``; returns the manifest."""
     inputs = read_coco(cfg.coco, cfg.split, open_fn=open_fn, max_images=cfg.max_images)
     stages = stages or BuildStages(cfg, open_fn=open_fn)
-    plan = make_plan(cfg, inputs, views_per_image(cfg), stages.model_identities())
+    plan = make_plan(cfg, inputs, views_per_image(cfg), stages.model_identities(), stages.resolved_config())
     writer = CorpusWriter(cfg.out, plan)
     writer.open()
     image_groups = group_images(inputs.images, plan.num_shards["image"])

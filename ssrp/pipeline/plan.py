@@ -27,9 +27,10 @@ def text_shard(key: str, n: int) -> int:
     return stable_shard(key, n)
 
 
-def make_plan(cfg: BuildConfig, inputs: CocoInputs, views_per_image: int, models: dict) -> CorpusPlan:
+def make_plan(cfg: BuildConfig, inputs: CocoInputs, views_per_image: int, models: dict, config: dict) -> CorpusPlan:
+    """``config``: the resolved settings that decide the corpus's bytes (hashed into the manifest)."""
     counts = shard_counts(cfg, len(inputs.images), len(inputs.captions), views_per_image)
-    return CorpusPlan(num_shards=counts, config=cfg.output_config(), models=models)
+    return CorpusPlan(num_shards=counts, config=config, models=models)
 
 
 def group_images(images: Sequence[ImageInput], n: int) -> dict[int, list[ImageInput]]:

@@ -83,13 +83,17 @@ def run_beam(cfg: BuildConfig, runner: str, beam_args: Sequence[str] = (), requi
     from ssrp.pipeline.beam import beam_open, build_pipeline, storage_for
     from ssrp.pipeline.coco import read_coco
     from ssrp.pipeline.local import views_per_image
+    from ssrp.pipeline.models import with_trusted_translation_digests
     from ssrp.pipeline.plan import make_plan
     from ssrp.pipeline.stages import BuildStages
 
     stages_cls = stages_cls or BuildStages
     options = pipeline_options_for(runner, beam_args, require_gpu)
+    if stages_cls is BuildStages:
+        cfg = with_trusted_translation_digests(cfg)
     inputs = read_coco(cfg.coco, cfg.split, open_fn=beam_open, max_images=cfg.max_images)  # counts for the plan
-    plan = make_plan(cfg, inputs, views_per_image(cfg), stages_cls(cfg).model_identities())
+    probe = stages_cls(cfg)
+    plan = make_plan(cfg, inputs, views_per_image(cfg), probe.model_identities(), probe.resolved_config())
     writer = CorpusWriter(storage_for(cfg.out), plan)
     writer.open()
     committed = frozenset((s.kind, s.shard_id) for s in plan.specs() if s.kind != INDEX and writer.committed(s))

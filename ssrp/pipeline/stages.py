@@ -66,6 +66,12 @@ class BuildStages:
 
         return model_identities(self.cfg)
 
+    def resolved_config(self) -> dict:
+        """Every setting that decides the corpus's bytes, defaults included."""
+        from ssrp.pipeline.models import resolved_config
+
+        return resolved_config(self.cfg)
+
     # -- images ---------------------------------------------------------------------------------
 
     def read_image(self, inp: ImageInput) -> bytes | DeadLetter:
@@ -150,11 +156,14 @@ def _keep_parsed(res: CaptionResult, parsed: list) -> CaptionResult | DeadLetter
     return CaptionResult(res.caption, records, dropped)
 
 
-def translation_records(result) -> tuple[list[TextRecord], dict[str, int]]:
-    """Adapt the translator's per-caption output to (records, dropped counts)."""
-    from ssrp.augment.backtranslate import result_records
-
-    return result_records(result)
+def translation_records(records: list[TextRecord]) -> tuple[list[TextRecord], dict[str, int]]:
+    """The translator's records of one caption, and its dropped paraphrases (kept in the raw record's
+    meta) counted by variant and reason."""
+    dropped: dict[str, int] = {}
+    for entry in records[0].meta.get("dropped", ()) if records else ():
+        name = f"{entry.get('variant')}/{entry.get('reason')}"
+        dropped[name] = dropped.get(name, 0) + 1
+    return list(records), dropped
 
 
 def encode_all(records: Sequence[ImageRecord | TextRecord]) -> list[tuple[str, bytes]]:

@@ -1,5 +1,6 @@
 import numpy as np
-from ssrp.corpus import CorpusPlan, ImageRecord, IndexRecord, TextRecord, encode, write_corpus
+
+from ssrp.corpus import ImageRecord, IndexRecord, TextRecord, encode
 
 PLAN = {"image": 3, "text": 2, "index": 1}
 

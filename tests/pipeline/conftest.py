@@ -33,3 +33,13 @@ def bad_coco(tmp_path):
     anns.append(dict(anns[5]))  # duplicate annotation id
     json.dump(doc, open(ann_path, "w"))
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    """Every tiny model, built once through the same code as `ssrp models tiny`."""
+    from ssrp.models.hub import build_tiny
+
+    root = str(tmp_path_factory.mktemp("models"))
+    build_tiny(root)
+    return root

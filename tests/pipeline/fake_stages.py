@@ -22,6 +22,9 @@ class FakeStages(BuildStages):
     def model_identities(self):
         return {"fake": "v1"}
 
+    def resolved_config(self):
+        return self.cfg.output_config()
+
     def images(self, batch):
         out = []
         for inp, data in batch:

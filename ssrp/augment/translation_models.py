@@ -1,0 +1,209 @@
+"""The fairseq WMT19 translation models: where they come from, how they are laid out, how they load.
+
+Layout (the same for the official models and the tiny ones)::
+
+    MODELS/translation/checksums.json         signed sha256 of each model.pt (translation_trust)
+    MODELS/translation/en-de/model.pt         fairseq checkpoint (legacy pickle with argparse args)
+    MODELS/translation/en-de/dict.en.txt      source / target dictionaries (joined for en-de, de-en)
+    MODELS/translation/en-de/dict.de.txt
+    MODELS/translation/en-de/bpecodes         fastBPE codes
+    ... de-en, en-ru, ru-en alike
+
+``ssrp models fetch translation --to MODELS`` downloads the four official single models
+(``transformer.wmt19.*.single_model`` in fairseq's hub list); ``build_tiny(MODELS)`` writes four tiny
+random-weight models in the same files. Both load through ``TransformerModel.from_pretrained`` on the
+local directory (never ``torch.hub``), with the Moses languages of the direction.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+
+from ssrp.augment import translation_trust as trust
+from ssrp.models.hub import ModelSource, RemoteFile
+
+logger = logging.getLogger(__name__)
+
+NAME = "translation"
+BASE_URL = "https://dl.fbaipublicfiles.com/fairseq/models/"
+
+
+@dataclass(frozen=True)
+class Direction:
+    name: str  # "en-de"
+    src: str
+    tgt: str
+    archive: str  # file name under BASE_URL
+
+    @property
+    def folder(self) -> str:
+        """The folder the official archive unpacks to."""
+        return self.archive.removesuffix(".tar.gz")
+
+
+DIRECTIONS: dict[str, Direction] = {
+    d.name: d
+    for d in (
+        Direction("en-de", "en", "de", "wmt19.en-de.joined-dict.single_model.tar.gz"),
+        Direction("de-en", "de", "en", "wmt19.de-en.joined-dict.single_model.tar.gz"),
+        Direction("en-ru", "en", "ru", "wmt19.en-ru.single_model.tar.gz"),
+        Direction("ru-en", "ru", "en", "wmt19.ru-en.single_model.tar.gz"),
+    )
+}
+
+# fairseq publishes no checksums for these archives (searched: fairseq README/hub list, issues): sha256=None,
+# so `ssrp models fetch` logs the computed digest, and the post-fetch step signs the model.pt digests.
+SOURCE = ModelSource(
+    name=NAME,
+    description="fairseq WMT19 single models en-de, de-en, en-ru, ru-en (Ng et al. 2019) for back-translation",
+    files=tuple(
+        RemoteFile(url=BASE_URL + d.archive, dest=f"{d.name}/{d.archive}", sha256=None, unpack=True)
+        for d in DIRECTIONS.values()
+    ),
+    post_fetch="ssrp.augment.translation_models:finish_fetch",
+    notes=(
+        "No sha256 is published for the archives; the fetch step records each model.pt's sha256 in a signed "
+        "checksums.json that the loader trusts (docs/backtranslation.md, 'Trust model').",
+        "The archives (about 1 GB each) may be deleted after the fetch; a refetch downloads them again.",
+    ),
+)
+
+
+def translation_dir(models_dir: str) -> str:
+    """``models_dir/translation`` (accepts the translation folder itself as well)."""
+    nested = os.path.join(models_dir, NAME)
+    if os.path.isdir(nested):
+        return nested
+    if all(os.path.isdir(os.path.join(models_dir, d)) for d in DIRECTIONS):
+        return models_dir
+    return nested
+
+
+def required_files(direction: Direction) -> tuple[str, ...]:
+    return ("model.pt", f"dict.{direction.src}.txt", f"dict.{direction.tgt}.txt", "bpecodes")
+
+
+def check_layout(root: str, direction: Direction) -> str:
+    """The direction's folder, or FileNotFoundError naming the missing files and the fix."""
+    folder = os.path.join(root, direction.name)
+    missing = [f for f in required_files(direction) if not os.path.isfile(os.path.join(folder, f))]
+    if missing:
+        raise FileNotFoundError(
+            f"translation model {direction.name} in {folder} lacks {', '.join(missing)}; run "
+            f"`ssrp models fetch translation --to DIR` (or `ssrp models tiny DIR` for the tiny test models)"
+        )
+    return folder
+
+
+# --------------------------------------------------------------------------------------------
+# After the download.
+
+
+def finish_fetch(model_dir: str) -> dict:
+    """Post-fetch step: move each unpacked archive's files up into ``<direction>/``, check them and
+    sign the sha256 of every model.pt into checksums.json (the download itself was HTTPS from the
+    official host; that is the trust root for unpinned files)."""
+    files = {}
+    for d in DIRECTIONS.values():
+        folder = os.path.join(model_dir, d.name)
+        _flatten_unpacked(os.path.join(folder, d.folder), folder)
+        check_layout(model_dir, d)
+        _check_bpecodes_language(folder, d)
+        digest = trust.sha256_file(os.path.join(folder, "model.pt"))
+        files[f"{d.name}/model.pt"] = {"sha256": digest, "source": BASE_URL + d.archive}
+        logger.info("%s/model.pt sha256 %s", d.name, digest)
+    trust.write_checksums(model_dir, files, written_by="ssrp models fetch translation")
+    return files
+
+
+def _flatten_unpacked(unpacked: str, folder: str) -> None:
+    if not os.path.isdir(unpacked):
+        return
+    for name in os.listdir(unpacked):
+        os.replace(os.path.join(unpacked, name), os.path.join(folder, name))
+    shutil.rmtree(unpacked)
+
+
+def _check_bpecodes_language(folder: str, d: Direction) -> None:
+    """fairseq #2928/#3510: an en-ru archive once shipped the en-de codes. Russian codes contain Cyrillic."""
+    if "ru" not in (d.src, d.tgt):
+        return
+    with open(os.path.join(folder, "bpecodes"), encoding="utf-8") as fh:
+        head = fh.read(1 << 20)
+    if not any("\u0400" <= ch <= "\u04ff" for ch in head):
+        raise ValueError(
+            f"{folder}/bpecodes has no Cyrillic merges: the archive has the wrong BPE codes (fairseq #2928)"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Loading.
+
+
+def model_digests(models_dir: str) -> dict[str, str]:
+    """direction -> sha256 of its model.pt as recorded in checksums.json, for a corpus manifest's model
+    identity (the same on every machine: the signature, which is per user, is left out). Not a trust
+    check: loading verifies the files themselves."""
+    import json
+
+    path = os.path.join(translation_dir(models_dir), trust.CHECKSUMS_FILE)
+    if not os.path.exists(path):
+        return {}
+    with open(path, encoding="utf-8") as fh:
+        files = json.load(fh).get("files", {})
+    return {rel.split("/")[0]: entry["sha256"] for rel, entry in sorted(files.items())}
+
+
+def require_fairseq() -> None:
+    """ModuleNotFoundError with the install hint when fairseq or fastBPE is missing."""
+    try:
+        import fairseq  # noqa: F401
+        import fastBPE  # noqa: F401
+    except ModuleNotFoundError as err:
+        raise ModuleNotFoundError(
+            f"back-translation needs fairseq-fixed and fastBPE ({err}); install them with `make install`, i.e. "
+            "pip install --no-deps --no-build-isolation fairseq-fixed==0.12.3.1 && "
+            "pip install --no-build-isolation fastBPE"
+        ) from err
+
+
+def load_hub(models_dir: str, direction: str, *, trusted_sha256: tuple[str, ...] = (), **overrides):
+    """The fairseq hub interface (GeneratorHubInterface) of one direction, on CPU, in eval mode.
+
+    The checkpoint is fully unpickled only after its sha256 is trusted (translation_trust).
+    ``overrides`` go to ``from_pretrained`` (e.g. ``batch_size``, ``max_tokens``).
+    """
+    if direction not in DIRECTIONS:
+        raise ValueError(f"unknown translation direction {direction!r}; known: {sorted(DIRECTIONS)}")
+    d = DIRECTIONS[direction]
+    root = translation_dir(models_dir)
+    folder = check_layout(root, d)
+    verified = trust.verify_checkpoint(root, f"{d.name}/model.pt", d.name, trusted_sha256)
+    logger.info("loading %s (sha256 %s, trusted by %s)", folder, verified.sha256[:12], verified.source)
+    require_fairseq()
+    from fairseq.models.transformer import TransformerModel
+
+    with trust.full_unpickle_allowed(verified):
+        hub = TransformerModel.from_pretrained(
+            folder,
+            checkpoint_file="model.pt",
+            data_name_or_path=".",
+            tokenizer="moses",
+            bpe="fastbpe",
+            source_lang=d.src,
+            target_lang=d.tgt,
+            **overrides,
+        )
+    hub.eval()
+    hub.checkpoint_sha256 = verified.sha256
+    return hub
+
+
+def build_tiny(models_dir: str) -> dict:
+    """Four tiny random-weight fairseq models in the official layout; see translation_tiny."""
+    from ssrp.augment.translation_tiny import build_tiny_models
+
+    return build_tiny_models(models_dir)

@@ -1,0 +1,115 @@
+"""The stage objects a build runs, built from its config, and the identity of their models."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ssrp.config import to_dict
+from ssrp.pipeline.config import BuildConfig
+
+# settings that say where or how fast, not what: left out of the corpus's config hash
+_RUNTIME_KEYS = {"models_dir", "parser_dir", "vocab_path", "device", "trunk_batch", "chunk_size", "pos_batch_size",
+                 "depparse_batch_size", "max_tokens_per_batch", "max_sentences", "max_tokens", "trusted_sha256",
+                 "verify_weights", "sort_by_length"}
+
+
+def _tuples(settings: dict[str, Any]) -> dict[str, Any]:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}
+
+
+def features_config(cfg: BuildConfig):
+    from ssrp.features.config import FeaturesConfig
+
+    return FeaturesConfig.from_dict({"models_dir": cfg.models, "device": cfg.device, **cfg.features})
+
+
+def views_config(cfg: BuildConfig):
+    from ssrp.augment.views import ViewsConfig
+
+    settings = {"features": {"models_dir": cfg.models, "device": cfg.device, **cfg.features}, "seed": cfg.seed}
+    return ViewsConfig.from_dict({**settings, **cfg.views})
+
+
+def translate_config(cfg: BuildConfig):
+    from ssrp.augment.backtranslate import BackTranslateConfig
+
+    settings = {"models_dir": cfg.models, "device": cfg.device, "seed": cfg.seed, **_tuples(cfg.translate)}
+    return BackTranslateConfig(**settings)
+
+
+def parse_config(cfg: BuildConfig):
+    from ssrp.parse.config import ParseConfig
+
+    return ParseConfig(**{"models_dir": cfg.models, "device": cfg.device, **_tuples(cfg.parse)})
+
+
+def make_image_stage(cfg: BuildConfig):
+    if cfg.has("views"):
+        from ssrp.augment.views import ViewAugmenter
+
+        return ViewAugmenter(views_config(cfg))
+    from ssrp.features.extractor import Extractor
+
+    return Extractor(features_config(cfg))
+
+
+def make_translator(cfg: BuildConfig):
+    from ssrp.augment.backtranslate import BackTranslator
+
+    return BackTranslator(translate_config(cfg))
+
+
+def make_parser(cfg: BuildConfig):
+    from ssrp.parse.parser import Parser
+
+    return Parser(parse_config(cfg))
+
+
+def _strip_runtime(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _strip_runtime(v) for k, v in value.items() if k not in _RUNTIME_KEYS}
+    return value
+
+
+def resolved_config(cfg: BuildConfig) -> dict:
+    """Every setting that decides the corpus's bytes, defaults included (hashed into the manifest)."""
+    out = {"split": cfg.split, "stages": list(cfg.stages), "max_images": cfg.max_images, "seed": cfg.seed,
+           "features": _strip_runtime(to_dict(views_config(cfg) if cfg.has("views") else features_config(cfg)))}
+    if cfg.has("translate"):
+        out["translate"] = _strip_runtime(to_dict(translate_config(cfg)))
+    if cfg.has("parse"):
+        out["parse"] = _strip_runtime(to_dict(parse_config(cfg)))
+    return out
+
+
+def with_trusted_translation_digests(cfg: BuildConfig) -> BuildConfig:
+    """For remote workers: the model.pt digests this machine trusts (its signed checksums.json),
+    passed in the config, since workers do not hold this user's trust key."""
+    import dataclasses
+
+    if not cfg.has("translate"):
+        return cfg
+    from ssrp.augment.translation_trust import trusted_digests
+
+    digests = tuple(trusted_digests(os.path.join(cfg.models, "translation")))
+    extra = tuple(cfg.translate.get("trusted_sha256", ()))
+    return dataclasses.replace(cfg, translate={**cfg.translate, "trusted_sha256": tuple(sorted({*digests, *extra}))})
+
+
+def model_identities(cfg: BuildConfig) -> dict:
+    """What identifies each model a build uses, from the models' own small manifests (no model is loaded)."""
+    from ssrp.features.weights import detector_dir, read_manifest
+
+    ids: dict[str, Any] = {}
+    manifest = read_manifest(detector_dir(cfg.models))
+    ids["detector"] = {"name": manifest.get("name"), "weights_sha256": manifest.get("weights_sha256")}
+    if cfg.has("translate"):
+        from ssrp.augment.translation_models import model_digests
+
+        ids["translation"] = model_digests(cfg.models)
+    if cfg.has("parse"):
+        from ssrp.parse.rewrite import model_identity
+
+        ids["parser"] = model_identity(parse_config(cfg))
+    return ids

@@ -1,0 +1,169 @@
+"""The translation models: official source, tiny layout, the real loading path and the unpickle gate."""
+
+import json
+import os
+import pickle
+import shutil
+
+import pytest
+
+pytest.importorskip("fairseq", reason="fairseq-fixed is not installed (make install)")
+
+import torch  # noqa: E402
+
+from ssrp.augment import translation_models as tm  # noqa: E402
+from ssrp.augment import translation_trust as trust  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("bt_one_thread")
+
+
+def test_source_lists_the_four_official_single_models():
+    src = tm.SOURCE
+    assert src.name == "translation"
+    assert sorted(f.dest.split("/")[0] for f in src.files) == ["de-en", "en-de", "en-ru", "ru-en"]
+    for f in src.files:
+        assert f.url.startswith("https://dl.fbaipublicfiles.com/fairseq/models/wmt19.")
+        assert f.url.endswith(".single_model.tar.gz")
+        assert f.unpack and f.sha256 is None  # fairseq publishes no checksums (docs/backtranslation.md)
+    module, _, attr = src.post_fetch.partition(":")
+    assert getattr(__import__(module, fromlist=[attr]), attr) is tm.finish_fetch
+
+
+def test_tiny_models_have_the_official_layout(bt_models):
+    root = os.path.join(bt_models, "translation")
+    for name, d in tm.DIRECTIONS.items():
+        for f in tm.required_files(d):
+            assert os.path.getsize(os.path.join(root, name, f)) > 0
+    de = os.path.join(root, "en-de")
+    ru = os.path.join(root, "en-ru")
+    with open(os.path.join(de, "dict.en.txt"), "rb") as a, open(os.path.join(de, "dict.de.txt"), "rb") as b:
+        assert a.read() == b.read()  # joined dictionary, as in the official en-de archive
+    with open(os.path.join(ru, "dict.en.txt"), "rb") as a, open(os.path.join(ru, "dict.ru.txt"), "rb") as b:
+        assert a.read() != b.read()  # separate dictionaries, as in the official en-ru archive
+
+
+def test_model_digests_are_the_same_for_every_user(bt_models, bt_translator):
+    digests = tm.model_digests(bt_models)
+    assert digests == {d: h.checkpoint_sha256 for d, h in bt_translator._hubs.items()}
+
+
+def test_tiny_checkpoint_is_a_legacy_pickle_that_weights_only_refuses(bt_models):
+    path = os.path.join(bt_models, "translation", "en-de", "model.pt")
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(path, weights_only=True)
+
+
+def test_load_hub_sets_moses_languages_per_direction(bt_translator):
+    for name, d in tm.DIRECTIONS.items():
+        hub = bt_translator._hubs[name]  # loaded by load_hub
+        assert type(hub).__name__ == "GeneratorHubInterface"  # TransformerModel.from_pretrained's result
+        assert hub.tokenizer.tok.lang == d.src and hub.tokenizer.detok.lang == d.tgt
+        assert hub.task.cfg.source_lang == d.src and hub.task.cfg.target_lang == d.tgt
+        assert not hub.training
+
+
+def test_loading_leaves_torch_defaults_alone(bt_models):
+    from fairseq import checkpoint_utils
+
+    before = os.environ.get("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
+    tm.load_hub(bt_models, "de-en")
+    assert os.environ.get("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD") == before
+    assert checkpoint_utils.torch is torch
+
+
+def _copy_models(src: str, dst) -> str:
+    shutil.copytree(src, dst)
+    return str(dst)
+
+
+def test_a_replaced_checkpoint_is_refused_until_pinned(bt_models, tmp_path):
+    models = _copy_models(bt_models, tmp_path / "models")
+    root = os.path.join(models, "translation")
+    # de-en's weights fit en-de's architecture and dictionaries, so only the digest tells them apart
+    shutil.copy(os.path.join(root, "de-en", "model.pt"), os.path.join(root, "en-de", "model.pt"))
+    with pytest.raises(trust.UntrustedCheckpointError, match="differs from the digest recorded"):
+        tm.load_hub(models, "en-de")
+    digest = trust.sha256_file(os.path.join(root, "en-de", "model.pt"))
+    assert tm.load_hub(models, "en-de", trusted_sha256=(digest,)).checkpoint_sha256 == digest
+
+
+def test_checksums_signed_under_another_key_prove_nothing(bt_models, tmp_path, monkeypatch):
+    models = _copy_models(bt_models, tmp_path / "models")
+    monkeypatch.setenv("SSRP_TRUST_KEY", str(tmp_path / "someone-elses.key"))
+    with pytest.raises(trust.UntrustedCheckpointError, match="no trusted record"):
+        tm.load_hub(models, "en-ru")
+
+
+def test_edited_checksums_do_not_verify(bt_models, tmp_path):
+    models = _copy_models(bt_models, tmp_path / "models")
+    root = os.path.join(models, "translation")
+    shutil.copy(os.path.join(root, "de-en", "model.pt"), os.path.join(root, "en-de", "model.pt"))
+    path = os.path.join(root, trust.CHECKSUMS_FILE)
+    with open(path) as fh:
+        signed = json.load(fh)
+    signed["files"]["en-de/model.pt"]["sha256"] = trust.sha256_file(os.path.join(root, "en-de", "model.pt"))
+    with open(path, "w") as fh:
+        json.dump(signed, fh)
+    assert trust.read_signed_checksums(root) == {}
+    with pytest.raises(trust.UntrustedCheckpointError):
+        tm.load_hub(models, "en-de")
+
+
+def test_a_file_changed_after_hashing_is_not_unpickled(bt_models, tmp_path):
+    models = _copy_models(bt_models, tmp_path / "models")
+    root = os.path.join(models, "translation")
+    verified = trust.verify_checkpoint(root, "ru-en/model.pt", "ru-en", ())
+    shutil.copy(os.path.join(root, "en-ru", "model.pt"), os.path.join(root, "ru-en", "model.pt"))
+    from fairseq import checkpoint_utils
+
+    with trust.full_unpickle_allowed(verified), pytest.raises(trust.UntrustedCheckpointError, match="changed"):
+        checkpoint_utils.load_checkpoint_to_cpu(verified.path)
+
+
+def test_missing_files_name_the_fix(tmp_path):
+    with pytest.raises(FileNotFoundError, match="ssrp models fetch translation"):
+        tm.load_hub(str(tmp_path), "en-de")
+
+
+def test_finish_fetch_flattens_archives_and_signs_the_digests(bt_models, tmp_path):
+    """Replays the post-fetch step on archives unpacked the way the official ones are."""
+    fetched = tmp_path / "models" / "translation"
+    for name, d in tm.DIRECTIONS.items():
+        shutil.copytree(os.path.join(bt_models, "translation", name), fetched / name / d.folder)
+    files = tm.finish_fetch(str(fetched))
+    for name in tm.DIRECTIONS:
+        assert not os.path.exists(fetched / name / tm.DIRECTIONS[name].folder)
+        assert files[f"{name}/model.pt"]["sha256"] == trust.sha256_file(str(fetched / name / "model.pt"))
+    assert trust.read_signed_checksums(str(fetched)) == {k: v["sha256"] for k, v in files.items()}
+    assert tm.load_hub(str(tmp_path / "models"), "ru-en").checkpoint_sha256 == files["ru-en/model.pt"]["sha256"]
+
+
+def test_finish_fetch_rejects_russian_models_with_latin_only_codes(bt_models, tmp_path):
+    fetched = tmp_path / "translation"
+    for name in tm.DIRECTIONS:
+        shutil.copytree(os.path.join(bt_models, "translation", name), fetched / name)
+    shutil.copy(fetched / "en-de" / "bpecodes", fetched / "en-ru" / "bpecodes")  # fairseq #2928
+    with pytest.raises(ValueError, match="Cyrillic"):
+        tm.finish_fetch(str(fetched))
+
+
+def test_models_fetch_flow_with_official_archive_layout(bt_models, tmp_path, monkeypatch):
+    """`ssrp models fetch translation` end to end, with the download replaced by archives built from the
+    tiny models in the official layout (a top folder named like the archive)."""
+    import tarfile
+
+    from ssrp.models import hub
+
+    def fake_fetch_url(url, dest, progress):
+        d = next(d for d in tm.DIRECTIONS.values() if url.endswith(d.archive))
+        with tarfile.open(dest, "w:gz") as tar:
+            tar.add(os.path.join(bt_models, "translation", d.name), arcname=d.folder)
+
+    monkeypatch.setattr(hub, "_fetch_url", fake_fetch_url)
+    monkeypatch.setattr(hub, "source", lambda name: tm.SOURCE)
+    model_dir = hub.fetch("translation", str(tmp_path), progress=False)
+    assert model_dir == str(tmp_path / "translation")
+    signed = trust.read_signed_checksums(model_dir)
+    for name in tm.DIRECTIONS:
+        assert signed[f"{name}/model.pt"] == trust.sha256_file(os.path.join(bt_models, "translation", name, "model.pt"))
+    assert tm.load_hub(str(tmp_path), "en-ru").checkpoint_sha256 == signed["en-ru/model.pt"]
