@@ -53,6 +53,12 @@ lint: install
 
 bench: install
 	$(PY) bench/corpus_read.py
+	$(PY) bench/features.py
+	$(PY) bench/roi_augment.py
+	$(PY) bench/backtranslate.py
+	$(PY) bench/parse.py
+	$(PY) bench/train.py
+	$(PY) bench/pipeline.py
 
 sample: install
 	$(SSRP) sample coco $(COCO) --images 8 --seed 0
@@ -63,12 +69,24 @@ tiny-models: install
 models: install
 	$(SSRP) models fetch all --to $(MODELS)
 
+# The whole system on the embedded sample with the tiny models. The tiny translators are random, so
+# their paraphrases are noise; the demo lifts the length-ratio and <unk> filters so that every caption
+# still shows its three variants (a real run keeps the filters on).
 demo: install
 	rm -rf demo-out
 	$(SSRP) sample coco demo-out/coco --images 8 --seed 0
-	$(SSRP) models tiny demo-out/models
+	$(SSRP) models tiny demo-out/models > demo-out/models.json
+	$(SSRP) build --coco demo-out/coco --models demo-out/models --out demo-out/corpus \
+	    --set translate.length_ratio=1e9 --set translate.drop_unk=False
 	$(SSRP) corpus verify demo-out/corpus
 	$(SSRP) corpus stats demo-out/corpus
+	$(SSRP) train stage1 --variant cross --corpus demo-out/corpus --out demo-out/run1 --bert demo-out/models/bert --preset tiny
+	$(SSRP) train stage2 --variant cross --corpus demo-out/corpus --out demo-out/run2 --init demo-out/run1/checkpoint.pt --preset tiny
+	$(SSRP) eval probe --ckpt demo-out/run2/checkpoint.pt --corpus demo-out/corpus --json demo-out/eval/probe.json
+	$(SSRP) show --ckpt demo-out/run2/checkpoint.pt --corpus demo-out/corpus --coco demo-out/coco --out demo-out/eval/figures
+	$(SSRP) retrieve --ckpt demo-out/run2/checkpoint.pt --corpus demo-out/corpus --coco demo-out/coco --out demo-out/eval/retrieval
+	$(SSRP) export --ckpt demo-out/run2/checkpoint.pt --stage1 demo-out/run1/checkpoint.pt --corpus demo-out/corpus --out demo-out/eval/features.h5
+	@echo "demo done: corpus in demo-out/corpus, runs in demo-out/run1 and run2, figures in demo-out/eval/"
 
 clean:
 	rm -rf demo-out bench/out .pytest_cache .ruff_cache
@@ -92,6 +110,19 @@ demo-out/models/.complete: | install
 
 features augment parse corpus: $(BUILD_DEPS)
 	$(SSRP) build --preset $@ --coco $(COCO) --models $(MODELS) --out $(OUT) --runner $(RUNNER) $(ARGS)
+
+# Pretraining with the paper's settings: stage 1 then stage 2 (NPROC>1: torchrun, one process per GPU).
+NPROC ?= 1
+RUN ?= runs/$(VARIANT)
+ifeq ($(NPROC),1)
+TRAIN := $(SSRP) train
+else
+TRAIN := $(VENV)/bin/torchrun --standalone --nproc_per_node=$(NPROC) -m ssrp train
+endif
+
+pretrain: install
+	$(TRAIN) stage1 --variant $(VARIANT) --corpus $(CORPUS) --out $(RUN)/stage1 --bert $(BERT) --resume $(ARGS)
+	$(TRAIN) stage2 --variant $(VARIANT) --corpus $(CORPUS) --out $(RUN)/stage2 --init $(RUN)/stage1/checkpoint.pt --resume $(ARGS)
 
 image:
 	docker build -t $(IMAGE) --build-arg BEAM_VERSION=2.77.0 .

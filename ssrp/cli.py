@@ -25,8 +25,11 @@ COMMAND_MODULES = (
     "ssrp.models.cli",
     "ssrp.corpus.cli",
     "ssrp.pipeline.cli",
+    "ssrp.features.cli",
+    "ssrp.augment.cli",
     "ssrp.parse.cli",
     "ssrp.augment.cli_translate",
+    "ssrp.train.cli",
     "ssrp.eval.cli",
 )
 

@@ -34,6 +34,8 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from ssrp.fileutil import sha256_file
+
 logger = logging.getLogger(__name__)
 
 CHECKSUMS_FILE = "checksums.json"
@@ -60,14 +62,6 @@ class VerifiedFile:
     sha256: str
     source: str  # pinned | config | checksums.json
     fingerprint: tuple[int, int, int, int]
-
-
-def sha256_file(path: str, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _fingerprint(path: str) -> tuple[int, int, int, int]:

@@ -14,6 +14,7 @@ See docs/corpus-format.md for the schema of each kind.
 
 from __future__ import annotations
 
+import math
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -248,9 +249,10 @@ def decode(value: bytes | memoryview, check_crc: bool = False) -> Record:
         expect = _ARRAYS[kind].get(name)
         if expect is None or expect[0] != dtype or len(shape) != expect[1]:
             raise RecordError(f"array {name!r} has dtype {dtype} and {len(shape)} dims; schema says {expect}")
-        if offset + nbytes > len(blob) or int(np.prod(shape)) * np.dtype(dtype).itemsize != nbytes:
+        count = math.prod(shape)
+        if offset + nbytes > len(blob) or count * np.dtype(dtype).itemsize != nbytes:
             raise RecordError(f"array {name!r} of shape {shape} does not fit the value (truncated?)")
-        arr = np.frombuffer(blob, dtype=dtype, count=int(np.prod(shape)), offset=offset).reshape(shape)
+        arr = np.frombuffer(blob, dtype=dtype, count=count, offset=offset).reshape(shape)
         arrays[name] = arr
     fields = dict(header["fields"])
     for name in _TUPLE_FIELDS:

@@ -8,7 +8,6 @@ how many times (retries) they arrived in.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -20,6 +19,7 @@ from dataclasses import dataclass, field
 import lmdb
 
 from ssrp.corpus.records import KINDS, parse_key, stable_shard
+from ssrp.fileutil import sha256_and_size as file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -165,16 +165,6 @@ def build_shard(items: Iterable[tuple[str, bytes]], spec: ShardSpec, out_path: s
         counts=dict(counts),
         duplicates_dropped=duplicates,
     )
-
-
-def file_sha256(path: str, chunk: int = 1 << 20) -> tuple[str, int]:
-    h = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-            size += len(block)
-    return h.hexdigest(), size
 
 
 def _open_readonly(path: str) -> lmdb.Environment:

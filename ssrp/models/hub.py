@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import logging
 import os
@@ -12,6 +11,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ssrp.fileutil import sha256_file as sha256_of
 from ssrp.models.registry import SOURCES, TINY_BUILDERS
 
 logger = logging.getLogger(__name__)
@@ -48,14 +48,6 @@ def source(name: str) -> ModelSource:
     if name not in SOURCES:
         raise ValueError(f"unknown model {name!r}; known: {sorted(SOURCES)}")
     return _load(SOURCES[name])
-
-
-def sha256_of(path: str, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def verify_file(path: str, expected: str | None) -> str:

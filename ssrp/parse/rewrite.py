@@ -10,7 +10,6 @@ reports, so a rerun resumes where it stopped and still knows the dead captions o
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Iterator
@@ -34,6 +33,7 @@ from ssrp.corpus import (
     stable_shard,
 )
 from ssrp.deadletter import DeadLetter
+from ssrp.fileutil import sha256_file
 from ssrp.parse.config import ParseConfig
 from ssrp.parse.models import read_manifest
 from ssrp.parse.parser import Parser
@@ -41,21 +41,13 @@ from ssrp.parse.parser import Parser
 logger = logging.getLogger(__name__)
 
 
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def model_identity(cfg: ParseConfig) -> dict:
     """What identifies the parse models, independent of where they are stored (for manifests)."""
     info = read_manifest(cfg.resolved_parser_dir)
     return {
         "stanza_package": {k: v for k, v in info.to_json().items() if k != "format"},
-        "resources_sha256": _sha256(os.path.join(info.path, "resources.json")),
-        "vocab_sha256": _sha256(cfg.resolved_vocab_path),
+        "resources_sha256": sha256_file(os.path.join(info.path, "resources.json")),
+        "vocab_sha256": sha256_file(cfg.resolved_vocab_path),
     }
 
 

@@ -97,8 +97,11 @@ def storage_for(root: str) -> Storage:
 # Model handlers: thin wrappers around BuildStages, loaded once per worker process.
 
 
-class ImageStageHandler(ModelHandler):
-    """RunInference handler for the detector (and RoI views): batch of (ImageInput, bytes)."""
+class StageHandler(ModelHandler):
+    """RunInference handler around BuildStages: loads one side's models once per worker process and
+    returns one PredictionResult per input, in order."""
+
+    side = ""  # "images" or "captions"
 
     def __init__(self, cfg: BuildConfig, max_batch: int, require_gpu: bool = False, stages_cls=BuildStages):
         super().__init__()
@@ -106,37 +109,30 @@ class ImageStageHandler(ModelHandler):
 
     def load_model(self) -> BuildStages:
         _check_gpu(self._require_gpu)
-        return self._cls(self._cfg, open_fn=beam_open).load(captions=False)
+        stages = self._cls(self._cfg, open_fn=beam_open)
+        return stages.load(images=self.side == "images", captions=self.side == "captions")
 
     def run_inference(self, batch: Sequence, model: BuildStages, inference_args=None) -> Iterable:
-        return [PredictionResult(x, y) for x, y in zip(batch, model.images(list(batch)), strict=True)]
+        outputs = getattr(model, self.side)(list(batch))
+        return [PredictionResult(x, y) for x, y in zip(batch, outputs, strict=True)]
 
     def batch_elements_kwargs(self) -> dict:
         return {"min_batch_size": 1, "max_batch_size": self._max_batch}
 
     def get_metrics_namespace(self) -> str:
-        return f"{NAMESPACE}_images"
+        return f"{NAMESPACE}_{self.side}"
 
 
-class CaptionStageHandler(ModelHandler):
-    """RunInference handler for back-translation and parsing: batch of CaptionInput."""
+class ImageStageHandler(StageHandler):
+    """The detector (and the RoI views): a batch of (ImageInput, bytes)."""
 
-    def __init__(self, cfg: BuildConfig, max_batch: int, require_gpu: bool = False, stages_cls=BuildStages):
-        super().__init__()
-        self._cfg, self._max_batch, self._require_gpu, self._cls = cfg, max_batch, require_gpu, stages_cls
+    side = "images"
 
-    def load_model(self) -> BuildStages:
-        _check_gpu(self._require_gpu)
-        return self._cls(self._cfg, open_fn=beam_open).load(images=False)
 
-    def run_inference(self, batch: Sequence, model: BuildStages, inference_args=None) -> Iterable:
-        return [PredictionResult(x, y) for x, y in zip(batch, model.captions(list(batch)), strict=True)]
+class CaptionStageHandler(StageHandler):
+    """Back-translation and parsing: a batch of CaptionInput."""
 
-    def batch_elements_kwargs(self) -> dict:
-        return {"min_batch_size": 1, "max_batch_size": self._max_batch}
-
-    def get_metrics_namespace(self) -> str:
-        return f"{NAMESPACE}_captions"
+    side = "captions"
 
 
 def _check_gpu(required: bool) -> None:

@@ -87,11 +87,12 @@ class BuildStages:
         """Decode and run the image stage; one entry per input, in order."""
         from ssrp.features import decode_image
 
+        decode_cfg = self._decode_config()
         out: list[list[ImageRecord] | DeadLetter | None] = [None] * len(batch)
         decoded, where = [], []
         for i, (inp, data) in enumerate(batch):
             try:
-                decoded.append(decode_image(inp.image_id, data, inp.file_name))
+                decoded.append(decode_image(inp.image_id, data, inp.file_name, decode_cfg))
                 where.append(i)
             except RecordFailure as failure:
                 out[i] = DeadLetter.from_failure(inp.key, "decode", failure)
@@ -99,6 +100,11 @@ class BuildStages:
             for i, result in zip(where, self._run_image_stage(decoded), strict=True):
                 out[i] = result
         return out  # type: ignore[return-value]
+
+    def _decode_config(self):
+        from ssrp.pipeline.models import features_config
+
+        return features_config(self.cfg).decode
 
     def _run_image_stage(self, decoded: list) -> list[list[ImageRecord] | DeadLetter]:
         results = self._image_stage(decoded)

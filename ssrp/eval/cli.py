@@ -1,0 +1,138 @@
+"""ssrp eval probe | show | retrieve | export: what the probes learned, and features for downstream tasks.
+
+    ssrp eval probe --ckpt RUN2/checkpoint.pt --corpus VAL_CORPUS --json probe.json
+    ssrp show      --ckpt RUN2/checkpoint.pt --corpus CORPUS --image 42 --coco COCO --out figs/
+    ssrp retrieve  --ckpt RUN2/checkpoint.pt --corpus VAL_CORPUS --coco COCO --out retrieval/
+    ssrp export    --ckpt RUN2/checkpoint.pt --stage1 RUN1/checkpoint.pt --corpus CORPUS --out feats.h5
+
+--ckpt is a stage-2 checkpoint (the frozen encoder and the probes); --stage1 adds the stage-1 g_align
+head for f_align. Settings: --set batch_size=64 --set rel_temperature=0.5 ... (see docs/evaluation.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _common(p: argparse.ArgumentParser, select: bool = True) -> None:
+    p.add_argument("--ckpt", required=True, metavar="CKPT", help="stage-2 checkpoint.pt (encoder + probes)")
+    p.add_argument("--corpus", required=True, metavar="DIR", help="corpus directory")
+    p.add_argument("--stage1", metavar="CKPT", help="the stage-1 checkpoint.pt the stage-2 run started from "
+                   "(its g_align head gives f_align)")
+    p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    p.add_argument("--batch-size", type=int, default=None, help="pairs per forward pass (default 32)")
+    if select:
+        p.add_argument("--split", default="all", choices=("all", "train", "val"),
+                       help="only the corpus images of this COCO split (needs --coco); default all")
+        p.add_argument("--max-images", type=int, default=None, help="only the first N selected images")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="A=V",
+                   help="an evaluation setting, e.g. rel_temperature=0.5 (repeatable)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def register(sub) -> None:
+    ev = sub.add_parser("eval", help="evaluate trained probes (UUAS, Spearman, stability)", description=__doc__,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    esub = ev.add_subparsers(dest="eval_command", metavar="WHAT", required=True)
+    p = esub.add_parser("probe", help="UUAS and Spearman of R_w per caption variant; stability of R_v and R_w")
+    _common(p)
+    p.add_argument("--coco", metavar="COCO_ROOT", help="COCO root (for --split)")
+    p.add_argument("--json", metavar="OUT", help="also write the results as JSON")
+    p.set_defaults(func=_probe)
+
+    s = sub.add_parser("show", help="Fig. 3 figures of one image: relation lines, R_v heat-maps, trees")
+    _common(s, select=False)
+    s.add_argument("--image", type=int, metavar="ID", help="image id (default: the corpus' first image)")
+    s.add_argument("--caption", type=int, metavar="ID", help="caption id (default: the image's first)")
+    s.add_argument("--coco", metavar="COCO_ROOT", help="COCO root with train2017/ val2017/ (else a blank canvas)")
+    s.add_argument("--out", required=True, metavar="DIR", help="output directory for the PNG files")
+    s.set_defaults(func=_show)
+
+    r = sub.add_parser("retrieve", help="Fig. 4: image-to-image retrieval by Obj. and Obj.+Rel. features")
+    _common(r)
+    r.add_argument("--coco", metavar="COCO_ROOT", help="COCO root (images for the grid, and --split)")
+    r.add_argument("--out", required=True, metavar="DIR", help="output directory: retrieval.png, retrieval.json")
+    r.set_defaults(func=_retrieve)
+
+    x = sub.add_parser("export", help="relationship-aware features per image-caption pair and image (HDF5)")
+    _common(x)
+    x.add_argument("--coco", metavar="COCO_ROOT", help="COCO root (for --split)")
+    x.add_argument("--out", required=True, metavar="FILE.h5", help="HDF5 file to write")
+    x.set_defaults(func=_export)
+
+
+def _config(args):
+    import dataclasses
+
+    from ssrp.config import with_overrides
+    from ssrp.eval.config import EvalConfig
+
+    cfg = with_overrides(EvalConfig(), list(args.overrides))
+    changes = {}
+    if args.device:
+        changes["device"] = args.device
+    if args.batch_size:
+        changes["batch_size"] = args.batch_size
+    if getattr(args, "max_images", None) is not None:
+        changes["max_images"] = args.max_images
+    if args.no_progress:
+        changes["progress"] = False
+    return dataclasses.replace(cfg, **changes)
+
+
+def _model(args):
+    from ssrp.eval.inference import ProbeModel
+
+    return ProbeModel(args.ckpt, args.corpus, _config(args), stage1=args.stage1).load()
+
+
+def _images(model, args) -> list[int]:
+    from ssrp.eval.select import select_images
+
+    return select_images(model.reader, args.split, args.coco, model.cfg.max_images)
+
+
+def _probe(args) -> int:
+    import json
+    import os
+
+    from ssrp.eval.probe import evaluate_probe, format_table
+
+    model = _model(args)
+    result = evaluate_probe(model, _images(model, args))
+    print(format_table(result))
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump(result, fh, indent=1)
+    return 0
+
+
+def _show(args) -> int:
+    from ssrp.eval.show import show_image
+
+    model = _model(args)
+    image = args.image if args.image is not None else model.reader.image_ids()[0]
+    for path in show_image(model, image, args.out, args.coco, args.caption):
+        print(path)
+    return 0
+
+
+def _retrieve(args) -> int:
+    from ssrp.eval.retrieval import format_recall, retrieve
+
+    model = _model(args)
+    result = retrieve(model, _images(model, args), args.out, args.coco)
+    print(format_recall(result["recall"], model.cfg.recall_ks))
+    print(result["grid"])
+    return 0
+
+
+def _export(args) -> int:
+    import json
+
+    from ssrp.eval.export import export
+
+    model = _model(args)
+    print(json.dumps(export(model, _images(model, args), args.out), sort_keys=True))
+    return 0

@@ -1,0 +1,46 @@
+"""The evaluation settings. The paper gives none of these; each choice is documented in docs/evaluation.md."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+def _require(cond: bool, message: str) -> None:
+    if not cond:
+        raise ValueError(message)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    batch_size: int = 32  # image-caption pairs per forward pass
+    device: str = "auto"  # auto: cuda when available, else cpu; or any torch device string
+    progress: bool = True  # tqdm bars on the long loops
+    max_images: int = 0  # evaluate on the first N selected images (sorted ids); 0 = all
+    min_length: int = 5  # Spearman is averaged over sentence lengths min_length..max_length (Hewitt & Manning)
+    max_length: int = 50
+    stability_groups: int = 500  # images / captions used for the view-stability measure; 0 = all
+    image_captions: int = 0  # captions whose runs are averaged into image-level features; 0 = all
+    rel_temperature: float = 0.0  # Obj.+Rel.: softmax(-R_v / t); 0 = t is each image's median off-diagonal distance
+    fusion_weight: float = 0.5  # export: rel = w * z_v/|z_v| + (1 - w) * z_w/|z_w|
+    topk: int = 5  # retrieve: results per query in the grid
+    grid_queries: int = 4  # retrieve: query rows in the grid
+    recall_ks: tuple[int, ...] = (1, 5, 10)  # retrieve: R@K and P@K
+    thumb_size: tuple[int, int] = (160, 120)  # retrieve: grid thumbnail width, height in pixels
+    show_objects: int = 10  # show: the most confident objects whose pairwise lines are drawn
+
+    def __post_init__(self) -> None:
+        _require(self.batch_size >= 1, f"batch_size={self.batch_size} must be >= 1")
+        _require(self.max_images >= 0, f"max_images={self.max_images} must be >= 0 (0 = all)")
+        _require(2 <= self.min_length <= self.max_length,
+                 f"min_length={self.min_length}, max_length={self.max_length}: need 2 <= min_length <= max_length")
+        _require(self.stability_groups >= 0, f"stability_groups={self.stability_groups} must be >= 0 (0 = all)")
+        _require(self.image_captions >= 0, f"image_captions={self.image_captions} must be >= 0 (0 = all)")
+        _require(self.rel_temperature >= 0, f"rel_temperature={self.rel_temperature} must be >= 0 (0 = per-image median)")
+        _require(0.0 <= self.fusion_weight <= 1.0, f"fusion_weight={self.fusion_weight} must be in [0, 1]")
+        _require(self.topk >= 1 and self.grid_queries >= 1,
+                 f"topk={self.topk}, grid_queries={self.grid_queries} must be >= 1")
+        _require(len(self.recall_ks) > 0 and all(k >= 1 for k in self.recall_ks),
+                 f"recall_ks={self.recall_ks} must be a non-empty tuple of positive ints")
+        _require(len(self.thumb_size) == 2 and min(self.thumb_size) >= 16,
+                 f"thumb_size={self.thumb_size} must be (width, height), each >= 16")
+        _require(self.show_objects >= 2, f"show_objects={self.show_objects} must be >= 2")

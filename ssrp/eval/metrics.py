@@ -1,0 +1,145 @@
+"""Probe metrics (Hewitt & Manning, 2019) and the stability of relation matrices across views.
+
+* UUAS: the minimum spanning tree of the predicted distances against the gold tree, punctuation
+  (upos ``PUNCT``) left out of both. The MST and UUAS code is the trainer's (``ssrp.train.metrics``),
+  re-exported here so evaluation and training validation count edges the same way.
+* Spearman: for each sentence of length L and each of its words, the Spearman correlation between
+  the word's predicted and gold distances to all L words; averaged per length, then over the lengths
+  5-50 (``dev.spearmanr-5_50-mean`` of Hewitt's reporter).
+* Stability: mean cosine between vectorised relation matrices of two views of the same image (or two
+  variants of one caption), against the same number of pairs from unrelated images (captions).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+import numpy as np
+from scipy.stats import rankdata
+
+from ssrp.train.metrics import PUNCT_UPOS, mst_edges, non_punct, uuas, uuas_counts
+
+__all__ = [
+    "PUNCT_UPOS", "mst_edges", "non_punct", "uuas", "uuas_counts",
+    "UUASCounter", "SpearmanByLength", "spearman_rows", "gold_arcs", "upper_triangle", "stability",
+]
+
+
+def spearman_rows(pred: np.ndarray, gold: np.ndarray) -> np.ndarray:
+    """Spearman correlation of each row of ``pred`` with the same row of ``gold`` (ties: average ranks).
+
+    Equals ``scipy.stats.spearmanr(pred[i], gold[i]).correlation`` row by row; a constant row gives NaN.
+    """
+    rp = rankdata(np.asarray(pred, np.float64), axis=1)
+    rg = rankdata(np.asarray(gold, np.float64), axis=1)
+    rp -= rp.mean(1, keepdims=True)
+    rg -= rg.mean(1, keepdims=True)
+    denom = np.sqrt((rp * rp).sum(1) * (rg * rg).sum(1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denom > 0, (rp * rg).sum(1) / np.where(denom > 0, denom, 1.0), np.nan)
+
+
+class SpearmanByLength:
+    """Hewitt's distance Spearman: per-word correlations pooled by sentence length."""
+
+    def __init__(self) -> None:
+        self.by_length: dict[int, list[float]] = defaultdict(list)
+
+    def add(self, pred: np.ndarray, gold: np.ndarray) -> None:
+        n = gold.shape[0]
+        if n < 2:
+            return
+        self.by_length[n].extend(spearman_rows(pred[:n, :n], gold[:n, :n]).tolist())
+
+    def per_length(self) -> dict[int, float]:
+        """Mean correlation per sentence length (NaN rows, from constant predictions, left out)."""
+        out = {}
+        for n, values in sorted(self.by_length.items()):
+            v = np.asarray(values, np.float64)
+            v = v[~np.isnan(v)]
+            if len(v):
+                out[n] = float(v.mean())
+        return out
+
+    def mean(self, min_length: int = 5, max_length: int = 50) -> float:
+        """The mean over lengths in [min_length, max_length] of the per-length means (NaN if none)."""
+        vals = [v for n, v in self.per_length().items() if min_length <= n <= max_length]
+        return float(np.mean(vals)) if vals else float("nan")
+
+
+class UUASCounter:
+    """Corpus-level UUAS: gold edges recovered by the predicted MST, punctuation excluded."""
+
+    def __init__(self, exclude_upos: frozenset[str] = PUNCT_UPOS) -> None:
+        self.exclude = exclude_upos
+        self.correct = 0
+        self.total = 0
+        self.sentences = 0
+
+    def keep(self, upos: Sequence[str]) -> np.ndarray:
+        return np.array([u not in self.exclude for u in upos], dtype=bool)
+
+    def add(self, pred: np.ndarray, gold: np.ndarray, upos: Sequence[str]) -> tuple[int, int]:
+        n = gold.shape[0]
+        c, t = uuas_counts(pred[:n, :n], gold, self.keep(upos[:n]))
+        self.correct += c
+        self.total += t
+        self.sentences += 1
+        return c, t
+
+    @property
+    def value(self) -> float:
+        return self.correct / self.total if self.total else float("nan")
+
+
+def gold_arcs(heads: Sequence[int], n: int | None = None) -> set[tuple[int, int]]:
+    """Undirected (i < j) arcs of a dependency tree from 1-based heads (0 = root), over the first n words."""
+    n = len(heads) if n is None else n
+    arcs = set()
+    for i, h in enumerate(heads[:n]):
+        if 0 < int(h) <= n:
+            j = int(h) - 1
+            arcs.add((min(i, j), max(i, j)))
+    return arcs
+
+
+def upper_triangle(dist: np.ndarray, size: int) -> np.ndarray:
+    """The strict upper triangle of a [n, n] matrix zero-padded to [size, size] (the projection heads' input)."""
+    n = dist.shape[0]
+    if n > size:
+        raise ValueError(f"a relation matrix of {n} nodes does not fit {size} nodes")
+    full = np.zeros((size, size), np.float32)
+    full[:n, :n] = dist
+    i, j = np.triu_indices(size, k=1)
+    return full[i, j]
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+    return (a * b).sum(1) / np.maximum(na * nb, 1e-12)
+
+
+def stability(groups: Sequence[Sequence[np.ndarray]]) -> dict[str, float]:
+    """Cosine between members of one group (views of an image, variants of a caption) and between
+    members of neighbouring groups, with the same member pairs: (g, a) with (g+1 mod G, b) for a < b.
+
+    Returns ``same`` (mean within-group cosine), ``unrelated`` (mean cross-group cosine), their
+    difference ``gap`` and the number of pairs of each kind.
+    """
+    groups = [list(g) for g in groups if len(g) >= 2]
+    same_a, same_b, other_a, other_b = [], [], [], []
+    for g, members in enumerate(groups):
+        nxt = groups[(g + 1) % len(groups)]
+        for a in range(len(members)):
+            for b in range(a + 1, len(members)):
+                same_a.append(members[a])
+                same_b.append(members[b])
+                if len(groups) > 1 and b < len(nxt):
+                    other_a.append(members[a])
+                    other_b.append(nxt[b])
+    same = _cosines(np.stack(same_a), np.stack(same_b)) if same_a else np.zeros(0)
+    other = _cosines(np.stack(other_a), np.stack(other_b)) if other_a else np.zeros(0)
+    s = float(same.mean()) if len(same) else float("nan")
+    u = float(other.mean()) if len(other) else float("nan")
+    return {"same": s, "unrelated": u, "gap": s - u, "same_pairs": len(same), "unrelated_pairs": len(other)}

@@ -1,0 +1,188 @@
+"""Stage-1 pretraining heads and the stage-2 relationship probes with their projection heads.
+
+``Stage1Model(cfg)(batch)`` and ``Stage2Heads(cfg)(text_states, object_states, batch)`` return loss
+terms as (sum, count) pairs; ``ssrp.train.loop`` normalises them by the counts over all ranks.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ssrp.train.config import ModelConfig, Stage2Config
+from ssrp.train.losses import (
+    Gather,
+    LossTerm,
+    contrastive_terms,
+    feature_regression_terms,
+    masked_lm_terms,
+    matching_terms,
+    no_gather,
+    probe_terms,
+)
+from ssrp.train.model import SSRPEncoder, init_weights
+
+
+class PredictionTransform(nn.Module):
+    """BERT's ``cls.predictions.transform``: FC, GELU, LN."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.dense = nn.Linear(cfg.hidden, cfg.hidden)
+        self.norm = nn.LayerNorm(cfg.hidden, eps=cfg.layer_norm_eps)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.norm(F.gelu(self.dense(x)))
+
+
+class AlignHead(nn.Module):
+    """g_align (FC + tanh, BERT's pooler form) and the binary matching classifier of Eq. 4.
+
+    Share/Visual: f_align = g_align([mean v; w_CLS]); Cross: f_align = g_align(w_CLS).
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.with_visual = cfg.variant in ("share", "visual")
+        self.dense = nn.Linear(cfg.hidden * (2 if self.with_visual else 1), cfg.hidden)
+        self.classifier = nn.Linear(cfg.hidden, 1)
+
+    def f_align(self, text: Tensor, objects: Tensor, object_mask: Tensor) -> Tensor:
+        x = text[:, 0]
+        if self.with_visual:
+            m = object_mask[..., None].to(objects.dtype)
+            mean_v = (objects * m).sum(1) / m.sum(1).clamp(min=1)
+            x = torch.cat([mean_v, x], -1)
+        return torch.tanh(self.dense(x))
+
+    def forward(self, text: Tensor, objects: Tensor, object_mask: Tensor) -> Tensor:
+        return self.classifier(self.f_align(text, objects, object_mask)).squeeze(-1)
+
+
+def _rows(labels: Tensor) -> tuple[Tensor, Tensor]:
+    """Flat indices of rows with label >= 0 and their weights; one zero-weight row if there are none,
+    so every head takes part in every step (DDP with find_unused_parameters=False)."""
+    flat = labels.reshape(-1)
+    idx = (flat >= 0).nonzero().squeeze(1)
+    weight = torch.ones(idx.shape[0], device=flat.device)
+    if idx.numel() == 0:
+        idx = torch.zeros(1, dtype=torch.long, device=flat.device)
+        weight = torch.zeros(1, device=flat.device)
+    return idx, weight
+
+
+class Stage1Model(nn.Module):
+    """Encoder + MLM head (tied to the word embeddings) + RoI label / feature heads + g_align."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.encoder = SSRPEncoder(cfg)
+        self.mlm_transform = PredictionTransform(cfg)
+        self.mlm_bias = nn.Parameter(torch.zeros(cfg.vocab_size))
+        self.obj_transform = PredictionTransform(cfg)
+        self.obj_label = nn.Linear(cfg.hidden, cfg.num_object_labels)
+        self.obj_feature = nn.Linear(cfg.hidden, cfg.feature_dim)
+        self.align = AlignHead(cfg)
+        for module in (self.mlm_transform, self.obj_transform, self.obj_label, self.obj_feature, self.align):
+            module.apply(init_weights)
+
+    def forward(self, batch: dict[str, Tensor]) -> dict[str, LossTerm]:
+        text, objects = self.encoder(
+            batch["input_ids"], batch["text_mask"], batch["features"], batch["boxes"], batch["object_mask"]
+        )
+        matched = batch["matched"]
+        mlm_labels = torch.where(matched[:, None] > 0, batch["mlm_labels"], -1)
+        obj_labels = torch.where(matched[:, None] > 0, batch["obj_labels"], -1)
+        idx, w = _rows(mlm_labels)
+        hidden = self.mlm_transform(text.reshape(-1, text.shape[-1])[idx])
+        logits = F.linear(hidden, self.encoder.text_embeddings.word.weight, self.mlm_bias)
+        oidx, ow = _rows(obj_labels)
+        o = self.obj_transform(objects.reshape(-1, objects.shape[-1])[oidx])
+        feat_target = batch["feat_targets"].reshape(-1, batch["feat_targets"].shape[-1])[oidx]
+        return {
+            "mlm": masked_lm_terms(logits, mlm_labels.reshape(-1)[idx], w),
+            "obj": masked_lm_terms(self.obj_label(o), obj_labels.reshape(-1)[oidx], ow),
+            "feat": feature_regression_terms(self.obj_feature(o), feat_target, ow),
+            "match": matching_terms(self.align(text, objects, batch["object_mask"]), matched),
+        }
+
+
+class DistanceProbe(nn.Module):
+    """Eq. 2: d_B(u_i, u_j)^2 = (B(u_i - u_j))^T (B(u_i - u_j)) for every pair; returns R [B, L, L]."""
+
+    def __init__(self, hidden: int, rank: int):
+        super().__init__()
+        self.proj = nn.Parameter(torch.empty(hidden, rank).uniform_(-0.05, 0.05))
+
+    def forward(self, x: Tensor) -> Tensor:
+        dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+        with torch.autocast(x.device.type, enabled=False):
+            y = x.to(dtype) @ self.proj.to(dtype)
+            sq = y.pow(2).sum(-1)
+            d = sq[:, :, None] + sq[:, None, :] - 2 * y @ y.transpose(1, 2)
+        return d.clamp(min=0)
+
+
+def pool_words(states: Tensor, piece_word: Tensor, num_words: int) -> tuple[Tensor, Tensor]:
+    """Mean of each word's WordPiece vectors (Hewitt & Manning); returns ([B, W, H], word mask [B, W])."""
+    words = torch.arange(num_words, device=states.device)
+    assign = (piece_word[:, None, :] == words[None, :, None]).to(states.dtype)  # [B, W, T]
+    counts = assign.sum(-1)
+    pooled = assign @ states / counts.clamp(min=1)[..., None]
+    return pooled, counts > 0
+
+
+def upper_triangle(r: Tensor, mask: Tensor, size: int) -> Tensor:
+    """Vectorise R: zero padded rows/columns, pad to size x size, keep the strict upper triangle."""
+    n = r.shape[1]
+    if n > size:
+        raise ValueError(f"a relation matrix of {n} nodes does not fit stage2.max_nodes={size}")
+    r = r * (mask[:, :, None] & mask[:, None, :])
+    r = F.pad(r, (0, size - n, 0, size - n))
+    i, j = torch.triu_indices(size, size, offset=1, device=r.device)
+    return r[:, i, j]
+
+
+class ProjectionHead(nn.Module):
+    """MLP from a vectorised relation matrix into the shared contrastive space (z_v or z_w)."""
+
+    def __init__(self, size: int, hidden: int, out: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(size * (size - 1) // 2, hidden), nn.ReLU(), nn.Linear(hidden, out))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class Stage2Heads(nn.Module):
+    """Probes B_v, B_w and per-modality projection heads; computes L_Probe and L_CL-all's terms."""
+
+    def __init__(self, hidden: int, cfg: Stage2Config):
+        super().__init__()
+        self.cfg = cfg
+        self.text_probe = DistanceProbe(hidden, cfg.probe_rank)
+        self.visual_probe = DistanceProbe(hidden, cfg.probe_rank)
+        self.text_proj = ProjectionHead(cfg.max_nodes, cfg.proj_hidden, cfg.proj_dim)
+        self.visual_proj = ProjectionHead(cfg.max_nodes, cfg.proj_hidden, cfg.proj_dim)
+
+    def relations(self, text: Tensor, objects: Tensor, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """R_w over words and R_v over objects, with their node masks."""
+        words, word_mask = pool_words(text, batch["piece_word"], batch["tree_dist"].shape[1])
+        return {
+            "r_w": self.text_probe(words),
+            "word_mask": word_mask,
+            "r_v": self.visual_probe(objects),
+            "object_mask": batch["object_mask"],
+        }
+
+    def forward(
+        self, text: Tensor, objects: Tensor, batch: dict[str, Tensor], gather: Gather = no_gather
+    ) -> dict[str, LossTerm]:
+        rel = self.relations(text, objects, batch)
+        size = self.cfg.max_nodes
+        z_w = self.text_proj(upper_triangle(rel["r_w"], rel["word_mask"], size))
+        z_v = self.visual_proj(upper_triangle(rel["r_v"], rel["object_mask"], size))
+        terms = contrastive_terms(z_v, z_w, self.cfg.temperature, gather, self.cfg.xcl_denominator)
+        terms["probe"] = probe_terms(rel["r_w"], batch["tree_dist"], rel["word_mask"])
+        return terms

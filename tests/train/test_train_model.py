@@ -1,0 +1,235 @@
+"""The three inter-modality encoders, padding, BERT loading and the stage-1 heads."""
+
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ssrp.train.bert import bert_data_config, bert_model_config, load_bert
+from ssrp.train.config import DataConfig, ModelConfig
+from ssrp.train.heads import AlignHead, Stage1Model
+from ssrp.train.model import SSRPEncoder
+
+CFG = ModelConfig(
+    hidden=16,
+    heads=2,
+    intermediate=32,
+    text_layers=1,
+    visual_layers=1,
+    inter_layers=2,
+    dropout=0.0,
+    vocab_size=50,
+    max_positions=20,
+    feature_dim=8,
+    num_object_labels=5,
+)
+
+
+def _inputs(b=2, t=6, n=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, 50, (b, t), generator=g)
+    tm = torch.ones(b, t, dtype=torch.bool)
+    tm[1, 4:] = False
+    feats = torch.randn(b, n, 8, generator=g)
+    boxes = torch.rand(b, n, 4, generator=g)
+    om = torch.ones(b, n, dtype=torch.bool)
+    om[0, 3:] = False
+    return ids, tm, feats, boxes, om
+
+
+def _encoder(variant, **kw):
+    torch.manual_seed(0)
+    return SSRPEncoder(dataclasses.replace(CFG, variant=variant, **kw)).eval()
+
+
+@pytest.mark.parametrize(
+    ("variant", "kw", "text_sees_vision", "vision_sees_text"),
+    [
+        ("share", {}, False, False),
+        ("share", {"share_attention": "joint"}, True, True),
+        ("visual", {}, True, False),
+        ("cross", {}, True, True),
+    ],
+)
+def test_information_flow_of_each_variant(variant, kw, text_sees_vision, vision_sees_text):
+    enc = _encoder(variant, **kw)
+    ids, tm, feats, boxes, om = _inputs()
+    t0, v0 = enc(ids, tm, feats, boxes, om)
+    t1, _ = enc(ids, tm, feats + 1.0, boxes, om)  # change the image only
+    _, v2 = enc((ids + 7) % 50, tm, feats, boxes, om)  # change the caption only
+    assert (not torch.allclose(t0, t1, atol=1e-6)) == text_sees_vision
+    assert (not torch.allclose(v0, v2, atol=1e-6)) == vision_sees_text
+
+
+@pytest.mark.parametrize("variant", ["share", "visual", "cross"])
+def test_padding_does_not_leak(variant):
+    enc = _encoder(variant, share_attention="joint") if variant == "share" else _encoder(variant)
+    ids, tm, feats, boxes, om = _inputs()
+    t0, v0 = enc(ids, tm, feats, boxes, om)
+    ids2, feats2 = ids.clone(), feats.clone()
+    ids2[~tm] = 3
+    feats2[~om] = 100.0
+    t1, v1 = enc(ids2, tm, feats2, boxes, om)
+    assert torch.allclose(t0[tm], t1[tm], atol=1e-5)
+    assert torch.allclose(v0[om], v1[om], atol=1e-5)
+
+
+def test_attention_goes_through_sdpa(monkeypatch):
+    calls = []
+    real = F.scaled_dot_product_attention
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    _encoder("cross")(*_inputs())
+    # 1 text + 1 visual self-attention, then 2 cross layers x (2 cross + 2 self)
+    assert len(calls) == 2 + 2 * 4
+
+
+@pytest.mark.parametrize("variant", ["share", "cross"])
+def test_align_head_follows_f_align_of_each_variant(variant):
+    head = AlignHead(dataclasses.replace(CFG, variant=variant)).eval()
+    text, objects = torch.randn(2, 4, 16), torch.randn(2, 5, 16)
+    mask = torch.tensor([[True] * 3 + [False] * 2, [True] * 5])
+    base = head(text, objects, mask)
+    padded = objects.clone()
+    padded[0, 3:] = 50.0
+    assert torch.allclose(base, head(text, padded, mask))
+    moved = objects.clone()
+    moved[:, 0] += 1.0
+    # Share/Visual: g_align([mean v; w_CLS]); Cross: g_align(w_CLS) only
+    assert torch.allclose(base, head(text, moved, mask)) == (variant == "cross")
+
+
+def test_bert_weights_reproduce_hugging_face_bert(bert_dir):
+    from transformers import BertForPreTraining
+
+    cfg = bert_model_config(
+        dataclasses.replace(
+            ModelConfig(variant="cross"),
+            hidden=32,
+            heads=2,
+            intermediate=64,
+            text_layers=2,
+            visual_layers=1,
+            inter_layers=1,
+            feature_dim=8,
+            num_object_labels=5,
+        ),
+        bert_dir,
+    )
+    model = Stage1Model(cfg).eval()
+    report = load_bert(model, bert_dir, cfg)
+    assert "cls.seq_relationship.weight" in report.unmapped
+    assert "align.dense.weight" in report.mapped  # Cross: g_align(w_CLS) starts from BERT's pooler
+    assert not any(name.startswith("encoder.text_layers") for name in report.not_from_bert)
+    hf = BertForPreTraining.from_pretrained(bert_dir).eval()
+    ids = torch.randint(5, cfg.vocab_size, (2, 7))
+    with torch.no_grad():
+        out = hf(input_ids=ids, output_hidden_states=True)
+        x = model.encoder.text_embeddings(ids)
+        mask = torch.ones(2, 7, dtype=torch.bool)
+        for layer in model.encoder.text_layers:
+            x = layer(x, mask)
+        logits = F.linear(model.mlm_transform(x), model.encoder.text_embeddings.word.weight, model.mlm_bias)
+    assert torch.allclose(x, out.hidden_states[2], atol=1e-5)
+    assert torch.allclose(logits, out.prediction_logits, atol=1e-4)
+
+
+def test_bert_config_adoption_and_refusals(bert_dir, vocab):
+    cfg = ModelConfig(hidden=32, heads=2, intermediate=64, text_layers=2)
+    adopted = bert_model_config(cfg, bert_dir)
+    assert adopted.vocab_size == len(vocab) and adopted.max_positions == 64
+    data = bert_data_config(DataConfig(), bert_dir)
+    assert (data.pad_id, data.mask_id) == (vocab.index("[PAD]"), vocab.index("[MASK]"))
+    assert not vocab[data.random_token_min].startswith("[")
+    with pytest.raises(ValueError, match="model.hidden"):
+        bert_model_config(ModelConfig(), bert_dir)
+    with pytest.raises(ValueError, match="text_layers"):
+        bert_model_config(dataclasses.replace(cfg, text_layers=5), bert_dir)
+
+
+def test_stage1_losses_match_a_reference_computation():
+    torch.manual_seed(0)
+    model = Stage1Model(dataclasses.replace(CFG, variant="visual")).eval()
+    ids, tm, feats, boxes, om = _inputs(b=3, seed=1)
+    ids, tm, feats, boxes = (
+        torch.cat([ids, ids[:1]]),
+        torch.cat([tm, tm[:1]]),
+        torch.cat([feats, feats[:1]]),
+        torch.cat([boxes, boxes[:1]]),
+    )
+    om = torch.cat([om, om[:1]])
+    mlm = torch.full(ids.shape, -1)
+    mlm[0, 1], mlm[1, 2], mlm[2, 3], mlm[3, 1] = 7, 8, 9, 10
+    obj = torch.full(om.shape, -1)
+    obj[0, 0], obj[1, 4], obj[3, 2] = 1, 2, 3
+    target = torch.randn(feats.shape)
+    matched = torch.tensor([1.0, 1.0, 0.0, 1.0])
+    batch = {
+        "input_ids": ids,
+        "text_mask": tm,
+        "features": feats,
+        "boxes": boxes,
+        "object_mask": om,
+        "mlm_labels": mlm,
+        "obj_labels": obj,
+        "feat_targets": target,
+        "matched": matched,
+    }
+    with torch.no_grad():
+        terms = model(batch)
+        t, v = model.encoder(ids, tm, feats, boxes, om)
+        ref = {"mlm": [], "obj": [], "feat": []}
+        for b in range(4):
+            if not matched[b]:
+                continue  # masked losses are taken on matched pairs only
+            for i in range(ids.shape[1]):
+                if mlm[b, i] >= 0:
+                    logits = F.linear(
+                        model.mlm_transform(t[b, i]), model.encoder.text_embeddings.word.weight, model.mlm_bias
+                    )
+                    ref["mlm"].append(F.cross_entropy(logits[None], mlm[b, i][None]))
+            for i in range(om.shape[1]):
+                if obj[b, i] >= 0:
+                    h = model.obj_transform(v[b, i])
+                    ref["obj"].append(F.cross_entropy(model.obj_label(h)[None], obj[b, i][None]))
+                    ref["feat"].append(F.smooth_l1_loss(model.obj_feature(h), target[b, i]))
+        logit = model.align(t, v, om)
+        match = F.binary_cross_entropy_with_logits(logit, matched)
+    for name in ("mlm", "obj", "feat"):
+        s, c = terms[name]
+        assert float(c) == len(ref[name])
+        assert float(s / c) == pytest.approx(float(torch.stack(ref[name]).mean()), rel=1e-5)
+    s, c = terms["match"]
+    assert float(s / c) == pytest.approx(float(match), rel=1e-5)
+
+
+def test_tiny_bert_has_the_layout_of_the_fetched_one(models_dir, bert_dir):
+    import os
+    import re
+
+    from ssrp.train.bert import BERT_REVISION, SOURCE
+
+    assert SOURCE.name == "bert" and {f.dest for f in SOURCE.files} == {"config.json", "vocab.txt", "model.safetensors"}
+    for f in SOURCE.files:
+        assert f.url.startswith("https://huggingface.co/") and BERT_REVISION in f.url
+        assert re.fullmatch(r"[0-9a-f]{64}", f.sha256)
+    assert os.path.dirname(os.path.join(models_dir, "bert", "x")) == bert_dir
+    assert {f.dest for f in SOURCE.files} <= set(os.listdir(bert_dir))
+
+
+def test_tiny_bert_keeps_an_existing_vocabulary(tmp_path):
+    from ssrp.train.bert import build_tiny_bert, read_vocab
+
+    (tmp_path / "bert").mkdir()
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "dog", "##s", "on"]
+    (tmp_path / "bert" / "vocab.txt").write_text("\n".join(words) + "\n")
+    info = build_tiny_bert(str(tmp_path))
+    assert info["vocab"] == "existing" and info["vocab_size"] == len(words)
+    assert read_vocab(str(tmp_path / "bert")) == words
+    cfg = bert_model_config(ModelConfig(hidden=32, heads=2, intermediate=64, text_layers=2), str(tmp_path / "bert"))
+    assert cfg.vocab_size == len(words)
