@@ -6,7 +6,8 @@
 #   make bench       the CPU benchmarks (figures in BENCHMARKS.md)
 #   make models      fetch the official weights into MODELS (needs internet)
 #   make features | augment | parse | corpus   build a corpus:  COCO=dir OUT=dir MODELS=dir RUNNER=local|direct|dataflow
-#   make pretrain    stage 1 then stage 2 with the paper's settings: CORPUS=dir OUT=dir BERT=dir VARIANT=cross
+#                    (defaults: the demo sample and tiny models, OUT=demo-out/<target>)
+#   make pretrain    stage 1 then stage 2 with the paper's settings: CORPUS=dir RUN=dir BERT=dir VARIANT=cross NPROC=n
 #   make image       the Dataflow worker container (needs a Docker engine)
 
 SHELL := /bin/bash
@@ -19,10 +20,10 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut 
 
 COCO ?= demo-out/coco
 MODELS ?= demo-out/models
-OUT ?= demo-out/corpus
+OUT ?=
 RUNNER ?= local
 VARIANT ?= cross
-CORPUS ?= $(OUT)
+CORPUS ?= demo-out/corpus
 BERT ?= $(MODELS)/bert
 ARGS ?=
 IMAGE ?= ssrp-worker:latest
@@ -76,6 +77,7 @@ demo: install
 	rm -rf demo-out
 	$(SSRP) sample coco demo-out/coco --images 8 --seed 0
 	$(SSRP) models tiny demo-out/models > demo-out/models.json
+	touch demo-out/models/.complete
 	$(SSRP) build --coco demo-out/coco --models demo-out/models --out demo-out/corpus \
 	    --set translate.length_ratio=1e9 --set translate.drop_unk=False
 	$(SSRP) corpus verify demo-out/corpus
@@ -109,7 +111,7 @@ demo-out/models/.complete: | install
 	touch $@
 
 features augment parse corpus: $(BUILD_DEPS)
-	$(SSRP) build --preset $@ --coco $(COCO) --models $(MODELS) --out $(OUT) --runner $(RUNNER) $(ARGS)
+	$(SSRP) build --preset $@ --coco $(COCO) --models $(MODELS) --out $(or $(OUT),demo-out/$@) --runner $(RUNNER) $(ARGS)
 
 # Pretraining with the paper's settings: stage 1 then stage 2 (NPROC>1: torchrun, one process per GPU).
 NPROC ?= 1

@@ -152,7 +152,8 @@ class PairDataset(Dataset):
         raise DataError(f"8 consecutive pairs from index {index} have records missing from the corpus")
 
     def sample(self, index: int, epoch: int) -> dict:
-        raise NotImplementedError
+        """One training sample; Stage1Dataset and Stage2Dataset define it (this base class is abstract)."""
+        raise NotImplementedError(f"{type(self).__name__} must define sample()")
 
     def image(self, image_id: int, view: str) -> dict[str, np.ndarray]:
         try:

@@ -58,3 +58,20 @@ def test_beam_multiprocess_runner(coco, tiny_models, tmp_path):
     local = run_local(BuildConfig(out=str(tmp_path / "local"), **kw), progress=False)
     beam = run_beam(BuildConfig(out=str(tmp_path / "beam"), **kw), "direct", ["--direct_num_workers=2"])
     assert digests(local) == digests(beam)
+
+
+def test_build_command(coco, tiny_models, tmp_path, capsys):
+    from ssrp.cli import main
+
+    out = str(tmp_path / "c")
+    argv = ["build", "--coco", coco, "--models", tiny_models, "--out", out, "--preset", "parse", "--max-images", "2",
+            "--num-shards", "image=2", "--set", "parse.max_words=60", "--device", "cpu", "--no-progress"]
+    assert main(argv) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["records"]["image"] == 2 and printed["summary"]["captions"]["balanced"]
+    manifest = CorpusReader(out).manifest
+    assert manifest["num_shards"]["image"] == 2 and manifest["config"]["parse"]["max_words"] == 60
+    other = [a if a != "parse.max_words=60" else "parse.max_words=61" for a in argv]
+    assert main(other) == 1  # another config into the same output: refused
+    with pytest.raises(SystemExit):
+        main(["build", "--coco", coco])  # --out and --models are required
