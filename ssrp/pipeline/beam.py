@@ -117,7 +117,9 @@ class StageHandler(ModelHandler):
         return [PredictionResult(x, y) for x, y in zip(batch, outputs, strict=True)]
 
     def batch_elements_kwargs(self) -> dict:
-        return {"min_batch_size": 1, "max_batch_size": self._max_batch}
+        # Fixed-size batches (the last of a bundle may be smaller): BatchElements' adaptive sizing starts
+        # at one element, and a translator or detector fed single items wastes its batching.
+        return {"min_batch_size": self._max_batch, "max_batch_size": self._max_batch}
 
     def get_metrics_namespace(self) -> str:
         return f"{NAMESPACE}_{self.side}"
