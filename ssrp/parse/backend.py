@@ -13,8 +13,10 @@ long runs comes from keeping them).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ssrp.parse.config import ParseConfig
@@ -110,7 +112,28 @@ def parse_raw(nlp, texts: list[str]) -> list[list[Sentence]]:
     return [[_sentence(s) for s in doc.sentences] for doc in docs]
 
 
-def parse_texts(nlp, pretokenized: bool, texts: list[str]) -> list[list[Sentence]]:
+@contextlib.contextmanager
+def tree_decoder(fast: bool) -> Iterator[None]:
+    """Decode dependency trees with ssrp's vectorised single-root MST (exactly Stanza's trees, see
+    ssrp/parse/mst.py) for the duration of a parse call, then put Stanza's own decoder back.
+    One Stanza pipeline per process (as Stanza requires anyway), so the swap is not shared."""
+    if not fast:
+        yield
+        return
+    from stanza.models.depparse import model as depparse_model
+
+    from ssrp.parse.mst import one_root_tree
+
+    original = depparse_model.chuliu_edmonds_one_root
+    depparse_model.chuliu_edmonds_one_root = one_root_tree
+    try:
+        yield
+    finally:
+        depparse_model.chuliu_edmonds_one_root = original
+
+
+def parse_texts(nlp, pretokenized: bool, texts: list[str], fast_decode: bool = True) -> list[list[Sentence]]:
     if not texts:
         return []
-    return parse_pretokenized(nlp, texts) if pretokenized else parse_raw(nlp, texts)
+    with tree_decoder(fast_decode):
+        return parse_pretokenized(nlp, texts) if pretokenized else parse_raw(nlp, texts)

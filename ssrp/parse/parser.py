@@ -116,7 +116,7 @@ class Parser:
     def _parse_chunk(self, texts: list[str]) -> list[list[Sentence] | RecordFailure]:
         """All texts in one Stanza call; if that fails, each text alone, so one bad text fails alone."""
         try:
-            return list(parse_texts(self._nlp, self._pretokenized, texts))
+            return list(parse_texts(self._nlp, self._pretokenized, texts, self.cfg.fast_decode))
         except Exception as err:  # noqa: BLE001 - Stanza raises many types; each text is retried below
             if len(texts) == 1:
                 return [RecordFailure("parser_error", f"{type(err).__name__}: {err}")]

@@ -11,7 +11,7 @@ from ssrp.pipeline.config import BuildConfig
 # settings that say where or how fast, not what: left out of the corpus's config hash
 _RUNTIME_KEYS = {"models_dir", "parser_dir", "vocab_path", "device", "trunk_batch", "chunk_size", "pos_batch_size",
                  "depparse_batch_size", "max_tokens_per_batch", "max_sentences", "max_tokens", "trusted_sha256",
-                 "verify_weights", "sort_by_length", "chunk", "early_stop_nms", "method"}
+                 "verify_weights", "sort_by_length", "chunk", "early_stop_nms", "method", "fast_decode"}
 
 
 def _tuples(settings: dict[str, Any]) -> dict[str, Any]:
