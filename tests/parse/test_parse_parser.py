@@ -145,7 +145,7 @@ def fake(monkeypatch, vocab_path):
         parser._wordpiece = load_wordpiece(vocab_path)
         parser._nlp = "fake-stanza"
 
-        def parse_texts(nlp, pretokenized, texts):
+        def parse_texts(nlp, pretokenized, texts, fast_decode=True):
             return [table(t) for t in texts]
 
         monkeypatch.setattr("ssrp.parse.parser.parse_texts", parse_texts)
