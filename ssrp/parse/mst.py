@@ -27,15 +27,16 @@ def _prepare(scores: np.ndarray) -> np.ndarray:
 
 def _find_cycle(heads: np.ndarray) -> np.ndarray | None:
     """The nodes of one cycle in a head array (node 0 is the root and heads itself), or None."""
-    state = np.zeros(len(heads), np.int8)  # 0 unvisited, 1 on the current path, 2 done
+    parent = heads.tolist()  # plain ints: this walk is the decoder's only Python loop
+    state = [0] * len(parent)  # 0 unvisited, 1 on the current path, 2 done
     state[0] = 2
-    for start in range(1, len(heads)):
+    for start in range(1, len(parent)):
         path = []
         node = start
         while state[node] == 0:
             state[node] = 1
             path.append(node)
-            node = int(heads[node])
+            node = parent[node]
         if state[node] == 1:  # walked back into the current path: a cycle
             return np.array(path[path.index(node) :], dtype=np.int64)
         for p in path:
@@ -64,9 +65,10 @@ def _arborescence(scores: np.ndarray) -> np.ndarray:
     _prepare(sub)
     sub_heads = _arborescence(sub)
     tree = heads.copy()
-    for k in range(1, m - 1):  # rest nodes other than the root
-        h = sub_heads[k]
-        tree[rest[k]] = rest[h] if h < m - 1 else best_cycle_head[k]
+    nodes, sub = rest[1:], sub_heads[1 : m - 1]  # rest nodes other than the root, and their contracted heads
+    outside = sub < m - 1
+    tree[nodes[outside]] = rest[sub[outside]]
+    tree[nodes[~outside]] = best_cycle_head[1:][~outside]  # headed by the cycle: its best node for them
     h = sub_heads[m - 1]  # the rest node that heads the contracted cycle
     tree[entering[h]] = rest[h]
     return tree
