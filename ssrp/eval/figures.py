@@ -53,19 +53,12 @@ def find_image(coco: str, file_name: str) -> str | None:
     return None
 
 
-def apply_view(image: Image.Image, view: str) -> Image.Image | None:
-    """The raw image as the view saw it, for views made of image-level flips/rotations (counter-clockwise);
-    RoI-level views (``roi_*``) keep the raw image. None for a view this function cannot redo."""
-    if view == "raw" or view.startswith("roi_"):
-        return image
-    for op in view.split("_"):
-        if op == "hflip":
-            image = ImageOps.mirror(image)
-        elif op in ("rot90", "rot180", "rot270"):
-            image = image.rotate(int(op[3:]), expand=True)
-        else:
-            return None
-    return image
+def apply_view(image: Image.Image, view: str) -> Image.Image:
+    """The image as the view's regions lie on it. Only the image-level flip (``hflip``, ``hflip_*``) moves
+    pixels; the RoI-level views (``roi_hflip``, ``rot90/180/270``, ``jitter*``) transform the pooled RoI
+    features or re-pool scaled boxes, so their boxes lie on the (raw or flipped) image as it is
+    (docs/augment-views.md)."""
+    return ImageOps.mirror(image) if view == "hflip" or view.startswith("hflip_") else image
 
 
 def view_canvas(width: int, height: int, view: str, file_name: str = "", coco: str | None = None) -> Image.Image:
@@ -77,12 +70,12 @@ def view_canvas(width: int, height: int, view: str, file_name: str = "", coco: s
         else:
             with Image.open(path) as img:
                 image = apply_view(img.convert("RGB"), view)
-            if image is not None and image.size != (width, height):
+            if image.size != (width, height):
                 aspect = (image.size[0] / image.size[1]) / (width / height)
                 image = image.resize((width, height)) if abs(aspect - 1) < 0.02 else None
             if image is not None:
                 return image
-            logger.warning("view %r of %s cannot be redrawn from the image: blank canvas", view, file_name)
+            logger.warning("%s does not have the size of view %r: blank canvas", file_name, view)
     return Image.new("RGB", (int(width), int(height)), BLANK)
 
 

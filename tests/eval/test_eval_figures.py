@@ -59,23 +59,25 @@ def _gradient(w=64, h=48) -> Image.Image:
     return Image.fromarray(np.stack([x, y, 255 - x], -1))
 
 
-def test_apply_view_redoes_flips_and_rotations():
+def test_apply_view_redoes_only_the_image_level_flip():
     img = _gradient()
     a = np.asarray(img)
     np.testing.assert_array_equal(np.asarray(apply_view(img, "hflip")), a[:, ::-1])
-    np.testing.assert_array_equal(np.asarray(apply_view(img, "rot90")), np.rot90(a, 1))
-    np.testing.assert_array_equal(np.asarray(apply_view(img, "hflip_rot180")), np.rot90(a[:, ::-1], 2))
+    np.testing.assert_array_equal(np.asarray(apply_view(img, "hflip_rot180")), a[:, ::-1])  # RoI-level rotation
+    for view in ("raw", "rot90", "roi_hflip", "jitter0"):  # RoI-level views: the boxes lie on the image as it is
+        np.testing.assert_array_equal(np.asarray(apply_view(img, view)), a)
     assert apply_view(img, "roi_hflip") is img
-    assert apply_view(img, "jitter") is None
 
 
 def test_view_canvas_reads_the_coco_image_or_falls_back_to_blank(tmp_path):
     (tmp_path / "val2017").mkdir()
     _gradient().save(tmp_path / "val2017" / "000000000007.jpg", quality=95)
-    rot = view_canvas(48, 64, "rot90", "000000000007.jpg", str(tmp_path))
-    assert rot.size == (48, 64)
-    ref = np.rot90(np.asarray(_gradient()), 1).astype(int)
-    assert np.abs(np.asarray(rot, int) - ref).mean() < 8  # JPEG noise only
+    flipped = view_canvas(64, 48, "hflip_rot90", "000000000007.jpg", str(tmp_path))
+    assert flipped.size == (64, 48)
+    ref = np.asarray(_gradient())[:, ::-1].astype(int)
+    assert np.abs(np.asarray(flipped, int) - ref).mean() < 8  # JPEG noise only
+    wrong_size = view_canvas(48, 64, "raw", "000000000007.jpg", str(tmp_path))
+    assert wrong_size.getcolors() == [(48 * 64, BLANK)]  # the file is not this view's image
     blank = view_canvas(64, 48, "raw", "missing.jpg", str(tmp_path))
     assert blank.size == (64, 48) and blank.getcolors() == [(64 * 48, BLANK)]
     assert view_canvas(64, 48, "raw").getcolors() == [(64 * 48, BLANK)]
