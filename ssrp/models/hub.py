@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-import shutil
 import tarfile
 import urllib.request
 from collections.abc import Callable
@@ -127,7 +126,3 @@ def build_tiny(out_dir: str, only: list[str] | None = None) -> dict:
         out[name] = builder(out_dir)
         logger.info("tiny %s model written under %s", name, out_dir)
     return out
-
-
-def remove(path: str) -> None:
-    shutil.rmtree(path, ignore_errors=True)

@@ -61,7 +61,7 @@ def annotation_path(root: str, split: str) -> str:
     return join(root, "annotations", f"captions_{split}2017.json")
 
 
-def read_split(root: str, split: str, open_fn: Callable = open) -> tuple[list[ImageInput], list[dict], list[DeadLetter]]:
+def read_split(root: str, split: str, open_fn: Callable = open) -> tuple[list[ImageInput], list[dict]]:
     """Images and raw annotations of one split (train or val)."""
     path = annotation_path(root, split)
     try:
@@ -84,7 +84,7 @@ def read_split(root: str, split: str, open_fn: Callable = open) -> tuple[list[Im
         )
         for img in doc["images"]
     ]
-    return images, doc["annotations"], []
+    return images, doc["annotations"]
 
 
 def read_coco(root: str, split: str = "trainval", open_fn: Callable = open, max_images: int | None = None) -> CocoInputs:
@@ -94,7 +94,7 @@ def read_coco(root: str, split: str = "trainval", open_fn: Callable = open, max_
     images: list[ImageInput] = []
     annotations: list[dict] = []
     for part in SPLITS[split]:
-        imgs, anns, _ = read_split(root, part, open_fn)
+        imgs, anns = read_split(root, part, open_fn)
         images += imgs
         annotations += anns
     images = _unique_images(images)

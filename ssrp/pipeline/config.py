@@ -64,19 +64,6 @@ class BuildConfig:
     def has(self, stage: str) -> bool:
         return stage in self.stages
 
-    def output_config(self) -> dict:
-        """The settings that decide the corpus's bytes (hashed into the manifest); not paths or batching."""
-        return {
-            "split": self.split,
-            "stages": list(self.stages),
-            "max_images": self.max_images,
-            "seed": self.seed,
-            "features": dict(self.features),
-            "views": dict(self.views) if self.has("views") else None,
-            "translate": dict(self.translate) if self.has("translate") else None,
-            "parse": dict(self.parse) if self.has("parse") else None,
-        }
-
 
 def shard_counts(cfg: BuildConfig, n_images: int, n_captions: int, views_per_image: int) -> dict[str, int]:
     """Shard counts from the input size (about 256 MB a shard), unless the config fixes them."""

@@ -66,7 +66,12 @@ def run_local(cfg: BuildConfig, stages: BuildStages | None = None, progress: boo
 
 
 def views_per_image(cfg: BuildConfig) -> int:
-    return 14 if cfg.has("views") else 1
+    """Image records per image, for sizing shards: the chosen views (all 14 by default) or the raw one."""
+    if not cfg.has("views"):
+        return 1
+    from ssrp.augment.views import ALL_VIEWS
+
+    return len(cfg.views.get("views", ALL_VIEWS))
 
 
 def _image_shard(writer, spec, images, stages, cfg, bar) -> None:

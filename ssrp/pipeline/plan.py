@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from ssrp.corpus import IMAGE, INDEX, TEXT, CorpusPlan, IndexRecord, ShardSpec, encode, image_key, stable_shard
+from ssrp.corpus import INDEX, CorpusPlan, IndexRecord, ShardSpec, encode, image_key, stable_shard
 from ssrp.deadletter import DeadLetter
 from ssrp.pipeline.coco import CaptionInput, CocoInputs, ImageInput
 from ssrp.pipeline.config import BuildConfig, shard_counts
@@ -100,7 +100,3 @@ def index_items(images: Iterable[ImageInput], reports: Iterable[dict], plan: Cor
 
 def specs_of(plan: CorpusPlan, kind: str) -> list[ShardSpec]:
     return [s for s in plan.specs() if s.kind == kind]
-
-
-__all__ = ["IMAGE", "TEXT", "INDEX", "make_plan", "group_images", "group_captions", "image_report", "text_report",
-           "index_items", "specs_of"]

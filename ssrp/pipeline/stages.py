@@ -27,14 +27,6 @@ class CaptionResult:
     dropped: dict[str, int] = field(default_factory=dict)
 
 
-def resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 class BuildStages:
     """Builds and holds the plain-Python stage objects of a build (one set per process)."""
 
@@ -194,4 +186,4 @@ def make_parser(cfg: BuildConfig):
     return make(cfg)
 
 
-__all__ = ["BuildStages", "CaptionResult", "RecordFailure", "encode_all", "resolve_device"]
+__all__ = ["BuildStages", "CaptionResult", "encode_all"]

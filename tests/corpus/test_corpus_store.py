@@ -6,7 +6,7 @@ import random
 
 import numpy as np
 import pytest
-from corpus_helpers import PLAN, make_image, sample_records
+from corpus_helpers import PLAN, make_image
 
 from ssrp.corpus import (
     ConfigMismatchError,
@@ -240,7 +240,3 @@ def test_plan_validation():
         CorpusPlan({"images": 2})
     with pytest.raises(ValueError, match="positive"):
         CorpusPlan({"image": 0})
-
-
-def test_sample_records_helper_is_deterministic():
-    assert sample_records(2) == sample_records(2)

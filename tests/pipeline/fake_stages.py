@@ -23,7 +23,7 @@ class FakeStages(BuildStages):
         return {"fake": "v1"}
 
     def resolved_config(self):
-        return self.cfg.output_config()
+        return {"split": self.cfg.split, "stages": list(self.cfg.stages), "max_images": self.cfg.max_images}
 
     def images(self, batch):
         out = []

@@ -111,7 +111,7 @@ def test_changed_config_is_refused(coco, tmp_path):
 def test_retried_staging_is_harmless(tmp_path):
     """A retried bundle stages the same shard twice: same bytes, distinct temporary names;
     promotion after the barrier is idempotent and leaves no temporary file behind."""
-    from corpus_helpers import make_image  # noqa: F401 - shared record factory
+    from corpus_helpers import make_image
 
     from ssrp.corpus import encode
 
