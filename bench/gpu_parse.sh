@@ -10,10 +10,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 MODELS=${SSRP_MODELS:-}
-ARGS=(--device cuda --captions 10000 --baseline 300 --threads 4)
+ARGS=(--device cuda --captions "${CAPTIONS:-10000}" --baseline 300 --threads 4)
 if [ -n "$MODELS" ]; then ARGS+=(--models "$MODELS"); fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-for batch in 5000 20000; do
+for batch in ${BATCHES:-5000 20000}; do
   echo "== depparse_batch_size=$batch"
-  timeout 130 env PYTHONPATH=. "$PY" bench/parse.py "${ARGS[@]}" --depparse-batch-size "$batch" 2>/dev/null | tail -7
+  timeout 130 env PYTHONPATH=. "$PY" bench/parse.py "${ARGS[@]}" --depparse-batch-size "$batch" 2>&1 | grep -v "^\s*$" | tail -12
 done

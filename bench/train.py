@@ -2,16 +2,20 @@
 
 CPU (default):
 1. SSRP-Cross encoder forward+backward against Hugging Face ``transformers.LxmertModel`` with the same
-   sizes (random init, no download), batch (8), tokens (36) and objects (36), timed alternately in one
-   process; at a reduced size (hidden 256) and, unless --no-paper, at paper size (hidden 768, 9/5/5
-   layers). Both in fp32, and both under bf16 autocast (reduced size). Same work in both: 36 tokens.
-   ``*_bucketed``: our encoder with the text padded to the mean longest caption of the trainer's
-   length-bucketed batches (synthetic COCO-like lengths, 10-16 tokens), LxmertModel at 36 as LXMERT pads.
+   sizes (random init, no download), batch (--batch, 8), tokens (36) and objects (36), timed alternately
+   in one process; at a reduced size (hidden 256) and, unless --no-paper, at paper size (hidden 768,
+   9/5/5 layers); fp32, and bf16 autocast at the reduced size. Rows by the captions in the batch:
+   * plain (``paper_fp32``): every caption 36 tokens long: equal work for both models;
+   * ``*_coco``: the same batch with COCO-like caption lengths (10-16 tokens incl. [CLS]/[SEP]), padded
+     to 36 and given to both models with its attention mask; ours skips the padded positions in every
+     token-wise layer (``model.unpad``), ``*_coco_dense`` is ours with that switched off;
+   * ``*_coco_bucketed``: ours also gets the text padded only to the mean longest caption of the
+     trainer's length-bucketed batches, LxmertModel keeps 36 (LXMERT pads to a fixed length).
 2. The data loader's samples/s (Stage1Dataset over a synthetic corpus of 36 x 2048-d RoIs, loader
    workers) against the trainer's consumption (full stage-1 steps with AdamW, same size and batch).
 
 GPU (``--device cuda``, run by bench/gpu_train.sh): paper size in bf16 autocast: the encoder against
-LxmertModel at batch 128, stage-1 (batch 128) and stage-2 (batch 512 pairs) trainer samples/s, and
+LxmertModel at batch 128 (the same rows as on CPU), stage-1 (batch 128) and stage-2 (batch 512 pairs) trainer samples/s, and
 the loader's samples/s at those batches.
 
     PYTHONPATH=. .venv/bin/python bench/train.py --threads 2
@@ -59,11 +63,20 @@ def lxmert(size: dict):
     return LxmertModel(cfg).train()
 
 
-def inputs(batch: int, device: torch.device, seed: int = 0):
+def coco_lengths(batch: int, seed: int = 0) -> np.ndarray:
+    """Caption lengths in tokens, [CLS] and [SEP] included, as ``synthetic_corpus`` draws them (10-16)."""
+    return np.random.default_rng(seed).integers(8, 15, batch) + 2
+
+
+def inputs(batch: int, device: torch.device, seed: int = 0, lengths: np.ndarray | None = None):
+    """One batch padded to 36 tokens; every caption full length unless ``lengths`` is given."""
     g = torch.Generator().manual_seed(seed)
+    text_mask = torch.ones(batch, TOKENS, dtype=torch.bool)
+    if lengths is not None:
+        text_mask = torch.arange(TOKENS)[None] < torch.as_tensor(lengths)[:, None]
     x = (
         torch.randint(1000, 30000, (batch, TOKENS), generator=g),
-        torch.ones(batch, TOKENS, dtype=torch.bool),
+        text_mask,
         torch.randn(batch, OBJECTS, FEAT, generator=g),
         torch.rand(batch, OBJECTS, 4, generator=g),
         torch.ones(batch, OBJECTS, dtype=torch.bool),
@@ -97,22 +110,36 @@ def fwd_bwd_hf(model, x, bf16: bool):
 
 
 def compare_models(
-    size_name: str, reps: int, bf16: bool, batch: int = BATCH, device: str = "cpu", ours_tokens: int = TOKENS
+    size_name: str,
+    reps: int,
+    bf16: bool,
+    batch: int = BATCH,
+    device: str = "cpu",
+    captions: str = "full",
+    ours_tokens: int = TOKENS,
+    unpad: str = "auto",
+    compiled: bool = False,
 ) -> dict:
     """Median (and best) seconds of one forward+backward of each model, timed alternately.
 
+    ``captions="full"``: every caption 36 tokens (equal work for both models); ``"coco"``: COCO-like
+    caption lengths (10-16 tokens) in the same batch padded to 36, given to both models with its mask.
     ``ours_tokens`` < 36 gives our encoder the text padded only to a bucketed batch's longest caption,
     as the trainer does, while LxmertModel keeps 36 (LXMERT pads to a fixed length).
     """
     size, dev = SIZES[size_name], torch.device(device)
     torch.manual_seed(0)
-    ours = SSRPEncoder(ModelConfig(variant="cross", feature_dim=FEAT, **size)).train().to(dev)
+    ours = SSRPEncoder(ModelConfig(variant="cross", feature_dim=FEAT, unpad=unpad, **size)).train().to(dev)
+    if compiled:  # torch.compile (inductor); its compile time is in the warm-up, not in the figures
+        ours = torch.compile(ours)
     hf = lxmert(size).to(dev)
-    x = inputs(batch, dev)
+    lengths = coco_lengths(batch) if captions == "coco" else None
+    x = inputs(batch, dev, lengths=lengths)
     x_ours = (x[0][:, :ours_tokens], x[1][:, :ours_tokens], *x[2:])
     times: dict[str, list[float]] = {"ours": [], "lxmert": []}
     runners = {"ours": lambda: fwd_bwd_ours(ours, x_ours, bf16), "lxmert": lambda: fwd_bwd_hf(hf, x, bf16)}
-    for fn in runners.values():  # warm-up
+    for fn in runners.values():  # warm-up (twice: autotuning, allocator)
+        fn()
         fn()
     for _ in range(reps):
         for name, fn in runners.items():  # alternate, so both see the same machine load
@@ -131,8 +158,12 @@ def compare_models(
         "best_speedup": round(best_h / best_o, 3),
         "size": size_name,
         "batch": batch,
+        "captions": captions,
+        "mean_caption_tokens": round(float(x[1].sum(1).float().mean()), 2),
         "tokens_ours": ours_tokens,
         "tokens_lxmert": TOKENS,
+        "unpad": unpad,
+        "compiled": compiled,
         "device": device,
         "precision": "bf16 autocast" if bf16 else "fp32",
         "ours_s": round(o, 4),
@@ -268,33 +299,47 @@ def loader_vs_trainer(
 
 def run_cpu(args) -> dict:
     result: dict = {"device": "cpu", "threads": args.threads, "tokens": TOKENS, "objects": OBJECTS}
-    result["reduced_fp32"] = compare_models("reduced", args.reps, bf16=False)
-    result["reduced_bf16"] = compare_models("reduced", args.reps, bf16=True)
-    result["lengths"] = bucketed_tokens()
+    b = args.batch
+    result["reduced_fp32"] = compare_models("reduced", args.reps, bf16=False, batch=b)
+    result["reduced_fp32_coco"] = compare_models("reduced", args.reps, bf16=False, batch=b, captions="coco")
+    result["reduced_bf16_coco"] = compare_models("reduced", args.reps, bf16=True, batch=b, captions="coco")
+    result["lengths"] = bucketed_tokens(batch=b)
     padded = int(np.ceil(result["lengths"]["bucketed_padded_tokens"]))
-    result["reduced_fp32_bucketed"] = compare_models("reduced", args.reps, bf16=False, ours_tokens=padded)
     if not args.no_paper:
-        result["paper_fp32"] = compare_models("paper", args.reps, bf16=False)
-        result["paper_fp32_bucketed"] = compare_models("paper", args.reps, bf16=False, ours_tokens=padded)
-    result["loader_reduced"] = loader_vs_trainer("reduced", args.workers, steps=4)
+        result["paper_fp32"] = compare_models("paper", args.reps, bf16=False, batch=b)
+        result["paper_fp32_coco_dense"] = compare_models(
+            "paper", args.reps, bf16=False, batch=b, captions="coco", unpad="off"
+        )
+        result["paper_fp32_coco"] = compare_models("paper", args.reps, bf16=False, batch=b, captions="coco")
+        result["paper_fp32_coco_bucketed"] = compare_models(
+            "paper", args.reps, bf16=False, batch=b, captions="coco", ours_tokens=padded
+        )
+    result["loader_reduced"] = loader_vs_trainer("reduced", args.workers, steps=4, batch=b)
     if not args.no_paper:
-        result["loader_paper"] = loader_vs_trainer("paper", args.workers, steps=2)
+        result["loader_paper"] = loader_vs_trainer("paper", args.workers, steps=2, batch=b)
     return result
 
 
 def run_gpu(args) -> dict:
     """Paper size, bf16 autocast, one GPU: stage-1 batch 128, stage-2 batch 512 pairs (paper settings)."""
     result: dict = {"device": torch.cuda.get_device_name(0), "tokens": TOKENS, "objects": OBJECTS}
-    result["paper_bf16_b128"] = compare_models("paper", args.reps, bf16=True, batch=128, device="cuda")
+    gpu = dict(bf16=True, batch=128, device="cuda")
+    result["paper_bf16_b128"] = compare_models("paper", args.reps, **gpu)
+    result["paper_bf16_b128_coco"] = compare_models("paper", args.reps, captions="coco", **gpu)
+    result["paper_bf16_b128_coco_unpad"] = compare_models("paper", args.reps, captions="coco", unpad="on", **gpu)
     result["lengths_b128"] = bucketed_tokens(batch=128, images=128)
     padded = int(np.ceil(result["lengths_b128"]["bucketed_padded_tokens"]))
-    result["paper_bf16_b128_bucketed"] = compare_models(
-        "paper", args.reps, bf16=True, batch=128, device="cuda", ours_tokens=padded
+    result["paper_bf16_b128_coco_bucketed"] = compare_models(
+        "paper", args.reps, captions="coco", ours_tokens=padded, **gpu
     )
-    result["stage1_paper"] = loader_vs_trainer("paper", args.workers, steps=20, batch=128, device="cuda", images=128)
+    # 1,024 images (5,120 pairs): enough batches per epoch to keep every worker busy
+    result["stage1_paper"] = loader_vs_trainer("paper", args.workers, steps=20, batch=128, device="cuda", images=1024)
     result["stage2_paper"] = loader_vs_trainer(
-        "paper", args.workers, steps=10, stage="stage2", batch=512, device="cuda", images=128
+        "paper", args.workers, steps=10, stage="stage2", batch=512, device="cuda", images=1024
     )
+    print(json.dumps(result, sort_keys=True), flush=True)  # in case the compiled run below does not finish
+    if args.compile:
+        result["paper_bf16_b128_compiled"] = compare_models("paper", args.reps, compiled=True, **gpu)
     return result
 
 
@@ -303,7 +348,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--batch", type=int, default=BATCH, help="CPU: batch of the model comparisons and loader runs")
     p.add_argument("--workers", type=int, default=2, help="loader worker processes")
+    p.add_argument("--compile", action="store_true", help="GPU: also time our encoder under torch.compile")
     p.add_argument("--no-paper", action="store_true", help="CPU: skip the paper-size runs (slow on 2 cores)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)

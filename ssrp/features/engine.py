@@ -207,8 +207,10 @@ class BUTDEngine:
     def _pool(self, feature_map: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         rois = torch.cat([boxes.new_zeros(boxes.shape[0], 1), boxes.float()], dim=1)
         res = self.cfg.roi.pooler_resolution
-        fmap = feature_map[None].float() if feature_map.device.type == "cpu" else feature_map[None]
-        return roi_pool(fmap, rois, (res, res), 1.0 / self.stride)
+        # roi_pool wants the map in the boxes' float32 (fp16 boxes would round pixels); max-pooling an
+        # upcast fp16 map and casting back gives the same values
+        pooled = roi_pool(feature_map[None].float(), rois, (res, res), 1.0 / self.stride)
+        return pooled.to(feature_map.dtype)
 
     def _run_chunk(self, pending: list[tuple[int, int, torch.Tensor]], out: list) -> None:
         grids = torch.cat([g for _, _, g in pending]).contiguous(memory_format=self.memory_format)

@@ -8,19 +8,20 @@ ssrp-parser.json. Tokenization is Stanza's neural tokenizer (+ MWT) or ssrp's ru
 Captions go to Stanza in bulk: pretokenized, as one Document with one sentence per caption; with Stanza's
 tokenizer, through ``bulk_process`` (one Document per caption, sentences batched across Documents).
 Results are copied out as plain tuples at once and the Documents dropped (Stanza's memory growth over
-long runs comes from keeping them).
+long runs comes from keeping them). The bulk call runs inside ``speedups.fast_stanza`` (``fast_decode``):
+ssrp's exact fast paths for Stanza's tree decoder, id tensors and vocabulary lookups, and the garbage
+collector paused, all put back when the call returns.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ssrp.parse.config import ParseConfig
 from ssrp.parse.models import PackageInfo, read_manifest
+from ssrp.parse.speedups import fast_stanza
 from ssrp.parse.text import pretokenize
 
 logger = logging.getLogger(__name__)
@@ -112,28 +113,8 @@ def parse_raw(nlp, texts: list[str]) -> list[list[Sentence]]:
     return [[_sentence(s) for s in doc.sentences] for doc in docs]
 
 
-@contextlib.contextmanager
-def tree_decoder(fast: bool) -> Iterator[None]:
-    """Decode dependency trees with ssrp's vectorised single-root MST (exactly Stanza's trees, see
-    ssrp/parse/mst.py) for the duration of a parse call, then put Stanza's own decoder back.
-    One Stanza pipeline per process (as Stanza requires anyway), so the swap is not shared."""
-    if not fast:
-        yield
-        return
-    from stanza.models.depparse import model as depparse_model
-
-    from ssrp.parse.mst import one_root_tree
-
-    original = depparse_model.chuliu_edmonds_one_root
-    depparse_model.chuliu_edmonds_one_root = one_root_tree
-    try:
-        yield
-    finally:
-        depparse_model.chuliu_edmonds_one_root = original
-
-
 def parse_texts(nlp, pretokenized: bool, texts: list[str], fast_decode: bool = True) -> list[list[Sentence]]:
     if not texts:
         return []
-    with tree_decoder(fast_decode):
+    with fast_stanza(fast_decode):
         return parse_pretokenized(nlp, texts) if pretokenized else parse_raw(nlp, texts)

@@ -43,8 +43,9 @@ class ParseConfig:
     strip_symbols: bool = True
     # level of Stanza's own logger while it loads and runs
     stanza_log_level: str = "WARN"
-    # decode trees with ssrp's vectorised single-root MST (the same trees as Stanza's Chu-Liu-Edmonds,
-    # tested for equality; about 4x faster); False: Stanza's own decoder
+    # run Stanza's bulk call with ssrp's exact fast paths (ssrp/parse/speedups.py: the single-root tree
+    # decoder of ssrp/parse/mst.py, padded id tensors, vocabulary lookups, the garbage collector paused for
+    # the call); the same parses, tested for equality; False: stock Stanza throughout
     fast_decode: bool = True
 
     def __post_init__(self) -> None:

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 CHECKPOINT = "checkpoint.pt"
 CKPT_FORMAT = "ssrp-train/1"
 # settings that may change between a run and its resumption
-RESUMABLE_CHANGES = {"log_every", "ckpt_every", "tensorboard", "progress", "data.num_workers"}
+RESUMABLE_CHANGES = {"log_every", "ckpt_every", "tensorboard", "progress", "compile", "data.num_workers", "model.unpad"}
 
 
 def load_checkpoint(path: str) -> dict:

@@ -41,6 +41,7 @@ class ModelConfig:
     num_object_labels: int = 1600  # detector classes (Visual Genome 1600 for BUTD)
     share_attention: str = "separate"  # Share: shared weights applied to each modality, or "joint" over both
     share_ff: bool = True  # Share: the shared inter-modality layer also has a (shared) FF sub-layer
+    unpad: str = "auto"  # token-wise layers skip padded positions: on | off | auto (= on for CPU tensors only)
 
     def __post_init__(self) -> None:
         _require(self.variant in VARIANTS, f"model.variant={self.variant!r}: use one of {VARIANTS}")
@@ -55,6 +56,7 @@ class ModelConfig:
             self.share_attention in ("separate", "joint"),
             f"model.share_attention={self.share_attention!r}: use 'separate' or 'joint'",
         )
+        _require(self.unpad in ("auto", "on", "off"), f"model.unpad={self.unpad!r}: use auto, on or off")
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,7 @@ class TrainConfig:
     ckpt_every: int = 1000  # steps between checkpoints (also at each epoch end and at the end); 0 = not between
     tensorboard: bool = True
     progress: bool = True  # tqdm bar on rank 0
+    compile: bool = False  # torch.compile the encoder (GPU; compile time in the first steps; docs/training.md)
 
     def __post_init__(self) -> None:
         _require(self.stage in STAGES, f"stage={self.stage!r}: use one of {STAGES}")

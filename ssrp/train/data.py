@@ -289,7 +289,8 @@ def _two(rng: np.random.Generator, choices: tuple[str, ...]) -> tuple[str, str]:
 
 
 def _pad(arrays: list[np.ndarray], length: int, fill: float, dtype: np.dtype) -> np.ndarray:
-    out = np.full((len(arrays), length, *arrays[0].shape[1:]), fill, dtype=dtype)
+    shape = (len(arrays), length, *arrays[0].shape[1:])
+    out = np.zeros(shape, dtype=dtype) if fill == 0 else np.full(shape, fill, dtype=dtype)  # zeros: lazily paged
     for i, a in enumerate(arrays):
         out[i, : len(a)] = a
     return out

@@ -13,6 +13,13 @@ interface, ``SSRPEncoder(cfg)(text, objects) -> (W, V)``:
 
 Sub-layers follow Eq. 1: ``LN(x + f(x))``. Attention goes through
 ``torch.nn.functional.scaled_dot_product_attention`` with a boolean key-padding mask.
+
+Padding costs nothing outside attention: with ``model.unpad`` each modality is carried as the
+``[N, H]`` rows of its real positions (``Layout``), so projections, FF, LayerNorm and dropout skip
+padded tokens; only attention puts rows back on the padded grid. Real positions get the same values as
+the dense computation; padded positions come out as zeros. ``auto`` unpads on CPU only: on a GPU the
+gather/scatter and the host sync for the row index cost more than the skipped rows (measured on an
+H100, docs/training.md).
 """
 
 from __future__ import annotations
@@ -24,8 +31,33 @@ from torch import Tensor, nn
 from ssrp.train.config import ModelConfig
 
 
+class Layout:
+    """Where one modality's real positions sit in its padded ``[B, L]`` grid.
+
+    Token-wise layers (projections, FF, LayerNorm, dropout) run on the real positions only, as a
+    ``[N, H]`` matrix of rows; attention puts its queries, keys and values back on the grid and masks the
+    padded keys. With ``unpad=False`` or no padding the rows are the whole grid (a view, no copy).
+    """
+
+    def __init__(self, mask: Tensor, unpad: bool = True):
+        self.mask = mask
+        self.batch, self.length = mask.shape
+        self.index = mask.reshape(-1).nonzero().squeeze(1) if unpad and not bool(mask.all()) else None
+
+    def rows(self, grid: Tensor) -> Tensor:
+        """``[B, L, C]`` -> ``[N, C]``: the real positions, in batch-major order."""
+        flat = grid.reshape(self.batch * self.length, grid.shape[-1])
+        return flat if self.index is None else flat.index_select(0, self.index)
+
+    def grid(self, rows: Tensor) -> Tensor:
+        """``[N, C]`` -> ``[B, L, C]``, zeros at padded positions."""
+        if self.index is not None:
+            rows = rows.new_zeros(self.batch * self.length, rows.shape[-1]).index_copy(0, self.index, rows)
+        return rows.view(self.batch, self.length, -1)
+
+
 class MultiHeadAttention(nn.Module):
-    """Queries from ``x``, keys and values from ``context``; ``key_mask`` is True on real keys.
+    """Queries from ``x``, keys and values from ``context`` (rows of their layouts); padded keys masked.
 
     The query, key and value projections are one [3H, H] matrix (rows: query, key, value), applied in
     one matmul for self-attention and as a query slice and a key-value slice for cross-attention.
@@ -38,25 +70,49 @@ class MultiHeadAttention(nn.Module):
         self.qkv = nn.Linear(hidden, 3 * hidden)
         self.out = nn.Linear(hidden, hidden)
 
-    def _project(self, x: Tensor, context: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        b, n, h = x.shape
-        d = h // self.heads
+    def _split_heads(self, grid: Tensor, parts: int) -> Tensor:
+        """``[B, L, parts*H]`` -> ``[parts, B, heads, L, d]``."""
+        b, n, width = grid.shape
+        return grid.view(b, n, parts, self.heads, width // (parts * self.heads)).permute(2, 0, 3, 1, 4)
+
+    def _project(self, x: Tensor, xl: Layout, context: Tensor, cl: Layout) -> tuple[Tensor, Tensor, Tensor]:
         if context is x:
-            q, k, v = self.qkv(x).view(b, n, 3, self.heads, d).permute(2, 0, 3, 1, 4)
+            q, k, v = self._split_heads(xl.grid(self.qkv(x)), 3)
             return q, k, v
+        h = x.shape[-1]
         w, bias = self.qkv.weight, self.qkv.bias
-        q = F.linear(x, w[:h], bias[:h]).view(b, n, self.heads, d).transpose(1, 2)
-        m = context.shape[1]
-        k, v = F.linear(context, w[h:], bias[h:]).view(b, m, 2, self.heads, d).permute(2, 0, 3, 1, 4)
+        q = self._split_heads(xl.grid(F.linear(x, w[:h], bias[:h])), 1)[0]
+        k, v = self._split_heads(cl.grid(F.linear(context, w[h:], bias[h:])), 2)
         return q, k, v
 
-    def forward(self, x: Tensor, context: Tensor, key_mask: Tensor) -> Tensor:
-        q, k, v = self._project(x, context)
+    def _attend(self, q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor) -> Tensor:
+        """``[B, heads, Lq, d]`` attention output as ``[B, Lq, H]``."""
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=key_mask[:, None, None, :], dropout_p=self.dropout if self.training else 0.0
         )
         b, _, n, _ = y.shape
-        return self.out(y.transpose(1, 2).reshape(b, n, -1))
+        return y.transpose(1, 2).reshape(b, n, -1)
+
+    def forward(self, x: Tensor, xl: Layout, context: Tensor, cl: Layout) -> Tensor:
+        q, k, v = self._project(x, xl, context, cl)
+        return self.out(xl.rows(self._attend(q, k, v, cl.mask)))
+
+    def bidirectional(self, t: Tensor, tl: Layout, v: Tensor, vl: Layout) -> tuple[Tensor, Tensor]:
+        """Text attending to vision and vision attending to text with the same weights (Cross): one full
+        q/k/v projection per modality serves as queries in one direction and keys/values in the other."""
+        qkv_t, qkv_v = tl.grid(self.qkv(t)), vl.grid(self.qkv(v))
+        q_t, k_t, v_t = self._split_heads(qkv_t, 3)
+        q_v, k_v, v_v = self._split_heads(qkv_v, 3)
+        yt = self._attend(q_t, k_v, v_v, vl.mask)
+        yv = self._attend(q_v, k_t, v_t, tl.mask)
+        return self.out(tl.rows(yt)), self.out(vl.rows(yv))
+
+    def joint(self, t: Tensor, tl: Layout, v: Tensor, vl: Layout) -> tuple[Tensor, Tensor]:
+        """Self-attention over the concatenation of both modalities (Share's ``joint`` mode)."""
+        qkv = torch.cat([tl.grid(self.qkv(t)), vl.grid(self.qkv(v))], 1)
+        y = self._attend(*self._split_heads(qkv, 3), torch.cat([tl.mask, vl.mask], 1))
+        yt, yv = y.split([tl.length, vl.length], 1)
+        return self.out(tl.rows(yt)), self.out(vl.rows(yv))
 
 
 class AttentionSublayer(nn.Module):
@@ -68,8 +124,19 @@ class AttentionSublayer(nn.Module):
         self.norm = nn.LayerNorm(cfg.hidden, eps=cfg.layer_norm_eps)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: Tensor, context: Tensor, key_mask: Tensor) -> Tensor:
-        return self.norm(x + self.drop(self.attn(x, context, key_mask)))
+    def forward(self, x: Tensor, xl: Layout, context: Tensor, cl: Layout) -> Tensor:
+        return self.residual(x, self.attn(x, xl, context, cl))
+
+    def residual(self, x: Tensor, y: Tensor) -> Tensor:
+        return self.norm(x + self.drop(y))
+
+    def joint(self, t: Tensor, tl: Layout, v: Tensor, vl: Layout) -> tuple[Tensor, Tensor]:
+        yt, yv = self.attn.joint(t, tl, v, vl)
+        return self.residual(t, yt), self.residual(v, yv)
+
+    def bidirectional(self, t: Tensor, tl: Layout, v: Tensor, vl: Layout) -> tuple[Tensor, Tensor]:
+        yt, yv = self.attn.bidirectional(t, tl, v, vl)
+        return self.residual(t, yt), self.residual(v, yv)
 
 
 class FeedForward(nn.Module):
@@ -94,8 +161,8 @@ class EncoderLayer(nn.Module):
         self.self_attn = AttentionSublayer(cfg)
         self.ff = FeedForward(cfg)
 
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        return self.ff(self.self_attn(x, x, mask))
+    def forward(self, x: Tensor, layout: Layout) -> Tensor:
+        return self.ff(self.self_attn(x, layout, x, layout))
 
 
 class ShareLayer(nn.Module):
@@ -107,12 +174,11 @@ class ShareLayer(nn.Module):
         self.self_attn = AttentionSublayer(cfg)
         self.ff = FeedForward(cfg) if cfg.share_ff else None
 
-    def forward(self, t: Tensor, v: Tensor, tm: Tensor, vm: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, t: Tensor, v: Tensor, tl: Layout, vl: Layout) -> tuple[Tensor, Tensor]:
         if self.joint:
-            x, m = torch.cat([t, v], 1), torch.cat([tm, vm], 1)
-            t, v = self.self_attn(x, x, m).split([t.shape[1], v.shape[1]], 1)
+            t, v = self.self_attn.joint(t, tl, v, vl)
         else:
-            t, v = self.self_attn(t, t, tm), self.self_attn(v, v, vm)
+            t, v = self.self_attn(t, tl, t, tl), self.self_attn(v, vl, v, vl)
         if self.ff is not None:
             t, v = self.ff(t), self.ff(v)
         return t, v
@@ -128,10 +194,10 @@ class VisualLayer(nn.Module):
         self.text_ff = FeedForward(cfg)
         self.visual = EncoderLayer(cfg)
 
-    def forward(self, t: Tensor, v: Tensor, tm: Tensor, vm: Tensor) -> tuple[Tensor, Tensor]:
-        t = self.text_self(t, t, tm)
-        t = self.text_ff(self.text_cross(t, v, vm))
-        return t, self.visual(v, vm)
+    def forward(self, t: Tensor, v: Tensor, tl: Layout, vl: Layout) -> tuple[Tensor, Tensor]:
+        t = self.text_self(t, tl, t, tl)
+        t = self.text_ff(self.text_cross(t, tl, v, vl))
+        return t, self.visual(v, vl)
 
 
 class CrossLayer(nn.Module):
@@ -145,10 +211,10 @@ class CrossLayer(nn.Module):
         self.text_ff = FeedForward(cfg)
         self.visual_ff = FeedForward(cfg)
 
-    def forward(self, t: Tensor, v: Tensor, tm: Tensor, vm: Tensor) -> tuple[Tensor, Tensor]:
-        t2, v2 = self.cross(t, v, vm), self.cross(v, t, tm)
-        t = self.text_ff(self.text_self(t2, t2, tm))
-        v = self.visual_ff(self.visual_self(v2, v2, vm))
+    def forward(self, t: Tensor, v: Tensor, tl: Layout, vl: Layout) -> tuple[Tensor, Tensor]:
+        t2, v2 = self.cross.bidirectional(t, tl, v, vl)
+        t = self.text_ff(self.text_self(t2, tl, t2, tl))
+        v = self.visual_ff(self.visual_self(v2, vl, v2, vl))
         return t, v
 
 
@@ -207,15 +273,18 @@ class SSRPEncoder(nn.Module):
     def forward(
         self, input_ids: Tensor, text_mask: Tensor, features: Tensor, boxes: Tensor, object_mask: Tensor
     ) -> tuple[Tensor, Tensor]:
-        t = self.text_embeddings(input_ids)
-        v = self.object_embeddings(features, boxes)
+        """``[B, L, H]`` token states and ``[B, M, H]`` object states; zeros at padded positions when unpadding."""
+        unpad = self.cfg.unpad == "on" or (self.cfg.unpad == "auto" and text_mask.device.type == "cpu")
+        tl, vl = Layout(text_mask, unpad), Layout(object_mask, unpad)
+        t = tl.rows(self.text_embeddings(input_ids))
+        v = vl.rows(self.object_embeddings(features, boxes))
         for layer in self.text_layers:
-            t = layer(t, text_mask)
+            t = layer(t, tl)
         for layer in self.visual_layers:
-            v = layer(v, object_mask)
+            v = layer(v, vl)
         for layer in self.inter_layers:
-            t, v = layer(t, v, text_mask, object_mask)
-        return t, v
+            t, v = layer(t, v, tl, vl)
+        return tl.grid(t), vl.grid(v)
 
 
 def init_weights(module: nn.Module) -> None:

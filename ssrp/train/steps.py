@@ -71,7 +71,7 @@ def resolve_config(cfg: TrainConfig, corpus: str | None, bert: str | None, init:
     model, data = cfg.model, cfg.data
     if init:
         ckpt = load_checkpoint(init)
-        model = model_config_of(ckpt)
+        model = dataclasses.replace(model_config_of(ckpt), unpad=cfg.model.unpad)  # unpad: how, not what
         if model.variant != cfg.model.variant:
             raise ValueError(
                 f"--init {init} is an SSRP-{model.variant} checkpoint but --variant is {cfg.model.variant}"
@@ -149,6 +149,8 @@ def build_run(
     cfg: TrainConfig, info: DistInfo, total_steps: int, bert: str | None = None, init: str | None = None
 ) -> Run:
     model = build_model(cfg, bert, init).to(info.device)
+    if cfg.compile:  # in place: parameter names (checkpoints, BERT loading) stay as they are
+        model.encoder.compile()
     trainable: nn.Module = model if cfg.stage == "stage1" else model.heads
     if info.distributed:
         from torch.nn.parallel import DistributedDataParallel

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from ssrp.train.bert import bert_data_config, bert_model_config, load_bert
 from ssrp.train.config import DataConfig, ModelConfig
 from ssrp.train.heads import AlignHead, Stage1Model
-from ssrp.train.model import SSRPEncoder
+from ssrp.train.model import Layout, SSRPEncoder
 
 CFG = ModelConfig(
     hidden=16,
@@ -75,6 +75,50 @@ def test_padding_does_not_leak(variant):
     assert torch.allclose(v0[om], v1[om], atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    ("variant", "kw"), [("share", {}), ("share", {"share_attention": "joint"}), ("visual", {}), ("cross", {})]
+)
+def test_unpadded_layers_match_the_dense_computation(variant, kw):
+    """model.unpad only skips padded rows: same states on real positions, same gradients, zeros on padding."""
+    x = _inputs(b=3, t=7, n=5)
+    x[1][0, 2:] = False  # a short caption beside the padded one
+    results = []
+    for unpad in ("off", "on"):
+        enc = _encoder(variant, unpad=unpad, **kw)
+        t, v = enc(*x)
+        (t[x[1]].pow(2).sum() + v[x[4]].sum()).backward()
+        results.append((t, v, [p.grad for p in enc.parameters()]))
+    (td, vd, gd), (tu, vu, gu) = results
+    assert torch.allclose(td[x[1]], tu[x[1]], atol=1e-5) and torch.allclose(vd[x[4]], vu[x[4]], atol=1e-5)
+    assert not tu[~x[1]].any() and not vu[~x[4]].any()
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-5) for a, b in zip(gd, gu, strict=True))
+
+
+def test_bidirectional_cross_attention_equals_the_two_directions():
+    from ssrp.train.model import AttentionSublayer
+
+    torch.manual_seed(0)
+    sub = AttentionSublayer(CFG).eval()
+    g = torch.Generator().manual_seed(1)
+    tm = torch.tensor([[True] * 4 + [False] * 2, [True] * 6])
+    vm = torch.tensor([[True] * 5, [True] * 3 + [False] * 2])
+    tl, vl = Layout(tm), Layout(vm)
+    t, v = torch.randn(int(tm.sum()), 16, generator=g), torch.randn(int(vm.sum()), 16, generator=g)
+    both = sub.bidirectional(t, tl, v, vl)
+    assert torch.allclose(both[0], sub(t, tl, v, vl), atol=1e-6)
+    assert torch.allclose(both[1], sub(v, vl, t, tl), atol=1e-6)
+
+
+def test_layout_keeps_real_rows_in_batch_order():
+    mask = torch.tensor([[True, True, False], [True, False, False]])
+    layout = Layout(mask)
+    grid = torch.arange(6.0).view(2, 3, 1)
+    assert layout.rows(grid).flatten().tolist() == [0.0, 1.0, 3.0]
+    assert layout.grid(layout.rows(grid)).flatten().tolist() == [0.0, 1.0, 0.0, 3.0, 0.0, 0.0]
+    dense = Layout(torch.ones(2, 3, dtype=torch.bool))
+    assert dense.index is None and dense.rows(grid).data_ptr() == grid.data_ptr()
+
+
 def test_attention_goes_through_sdpa(monkeypatch):
     calls = []
     real = F.scaled_dot_product_attention
@@ -130,10 +174,11 @@ def test_bert_weights_reproduce_hugging_face_bert(bert_dir):
     ids = torch.randint(5, cfg.vocab_size, (2, 7))
     with torch.no_grad():
         out = hf(input_ids=ids, output_hidden_states=True)
-        x = model.encoder.text_embeddings(ids)
-        mask = torch.ones(2, 7, dtype=torch.bool)
+        layout = Layout(torch.ones(2, 7, dtype=torch.bool))
+        x = layout.rows(model.encoder.text_embeddings(ids))
         for layer in model.encoder.text_layers:
-            x = layer(x, mask)
+            x = layer(x, layout)
+        x = layout.grid(x)
         logits = F.linear(model.mlm_transform(x), model.encoder.text_embeddings.word.weight, model.mlm_bias)
     assert torch.allclose(x, out.hidden_states[2], atol=1e-5)
     assert torch.allclose(logits, out.prediction_logits, atol=1e-4)
@@ -233,3 +278,17 @@ def test_tiny_bert_keeps_an_existing_vocabulary(tmp_path):
     assert read_vocab(str(tmp_path / "bert")) == words
     cfg = bert_model_config(ModelConfig(hidden=32, heads=2, intermediate=64, text_layers=2), str(tmp_path / "bert"))
     assert cfg.vocab_size == len(words)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_unpadded_encoder_on_cuda_matches_dense_under_bf16():
+    x = tuple(t.cuda() for t in _inputs(b=4, t=9, n=5))
+    outputs = []
+    for unpad in ("off", "on"):
+        enc = _encoder("cross", unpad=unpad).cuda()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            t, v = enc(*x)
+        outputs.append((t.float()[x[1]], v.float()[x[4]]))
+    (td, vd), (tu, vu) = outputs
+    assert torch.allclose(td, tu, atol=3e-2) and torch.allclose(vd, vu, atol=3e-2)

@@ -1,0 +1,203 @@
+"""ssrp's fast paths inside Stanza equal Stanza's own functions, are put back, and change no parse."""
+
+import dataclasses
+import gc
+import random
+
+import numpy as np
+import pytest
+import torch
+from stanza.models.common import vocab as common_vocab
+from stanza.models.common.chuliu_edmonds import chuliu_edmonds_one_root
+from stanza.models.common.data import get_long_tensor
+from stanza.models.common.pretrain import PretrainedWordVocab
+from stanza.models.common.vocab import VOCAB_PREFIX, BaseVocab, CharVocab
+from stanza.models.depparse import data as depparse_data
+from stanza.models.depparse import head_constraints
+from stanza.models.depparse import model as depparse_model
+from stanza.models.pos import data as pos_data
+from stanza.models.pos.vocab import FeatureVocab, WordVocab
+
+from ssrp.corpus.records import TextRecord
+from ssrp.parse import Parser
+from ssrp.parse.speedups import fast_stanza, long_tensor, vocab_map
+from ssrp.parse.text import normalize, pretokenize
+from ssrp.parse.tiny import sample_captions
+
+
+def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
+
+
+def _outcome(fn, *args):
+    try:
+        return fn(*args)
+    except Exception as err:  # noqa: BLE001 - comparing what Stanza's function and ours do
+        return type(err)
+
+
+# -- padded id tensors ------------------------------------------------------------------------------
+
+
+def _id_lists(rng: random.Random) -> list[list[int]]:
+    rows = [[rng.randrange(0, 500) for _ in range(rng.choice([0, 1, 2, 5, 12, 40]))] for _ in range(rng.randint(1, 60))]
+    if not any(rows):
+        rows[0].append(3)
+    return rows
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_long_tensor_equals_stanzas(seed):
+    rng = random.Random(seed)
+    rows = _id_lists(rng)
+    pad = rng.choice([0, 0, 1, 7])
+    ours, theirs = long_tensor(rows, len(rows), pad), get_long_tensor(rows, len(rows), pad)
+    assert _same_tensor(ours, theirs)
+    assert rows == [list(r) for r in rows]  # input untouched
+    if seed % 4 == 0:  # the character tensors: one row per word, lengths sorted as Stanza's collate sorts them
+        rows.sort(key=len, reverse=True)
+        assert _same_tensor(long_tensor(rows, len(rows)), get_long_tensor(rows, len(rows)))
+
+
+@pytest.mark.parametrize("rows, batch_size", [
+    ([[[1, 2], [3, 4]], [[5, 6]]], 2),  # nested deeper (composite features)
+    ([[1, 2], [3]], 4),  # more rows than ids: padding rows
+    ([[], []], 2),  # no ids at all
+    ([[True, False], [1]], 2),  # booleans are ids 1 and 0
+    ([(1, 2), [3]], 2),  # a tuple row
+    ([[1.5, 2], [3]], 2),  # not ids
+    ([[1, 2], [3, [4]]], 2),  # ragged nesting
+])
+def test_long_tensor_other_shapes_behave_as_stanzas(rows, batch_size):
+    ours, theirs = _outcome(long_tensor, rows, batch_size), _outcome(get_long_tensor, rows, batch_size)
+    if isinstance(theirs, torch.Tensor):
+        assert isinstance(ours, torch.Tensor) and _same_tensor(ours, theirs)
+    else:
+        assert ours is theirs
+
+
+# -- vocabulary lookups -----------------------------------------------------------------------------
+
+
+def _vocab(cls, units, lower=False, **extra):
+    return cls.load_state_dict({"lang": "en", "idx": 0, "cutoff": 0, "lower": lower,
+                                "_id2unit": VOCAB_PREFIX + units,
+                                "_unit2id": {u: i for i, u in enumerate(VOCAB_PREFIX + units)}, **extra})
+
+
+UNITS = ["a", "dog", "Dog", "the", "café", "x y", "x\xa0y", "_", ".", "n't"]
+PROBES = UNITS + ["DOG", "CAFÉ", "unseen", "", None, "X Y", "a", "The"] + list("aDx .")
+
+
+@pytest.mark.parametrize("vocab", [
+    _vocab(CharVocab, list("abcdefgxy .")),
+    _vocab(BaseVocab, UNITS),
+    _vocab(BaseVocab, UNITS, lower=True),
+    _vocab(WordVocab, UNITS, ignore=[]),
+    _vocab(WordVocab, UNITS, lower=True, ignore=[]),
+    _vocab(WordVocab, UNITS, ignore=["_"]),
+    _vocab(PretrainedWordVocab, UNITS, lower=True),
+    _vocab(PretrainedWordVocab, UNITS),
+], ids=["char", "base", "base-lower", "word", "word-lower", "word-ignore", "pretrain-lower", "pretrain"])
+def test_vocab_map_equals_stanzas(vocab):
+    rng = random.Random(0)
+    for _ in range(50):
+        units = [rng.choice(PROBES) for _ in range(rng.randint(0, 12))]
+        assert _outcome(vocab_map, vocab, units) == _outcome(BaseVocab.map, vocab, units), units
+
+
+def test_vocab_map_on_the_pipelines_own_vocabularies(tiny_parser):
+    vocabs = []
+    for name in ("pos", "lemma", "depparse"):
+        processor = tiny_parser._nlp.processors[name]
+        multi = getattr(processor, "vocab", None)
+        if multi is not None and hasattr(multi, "_vocabs"):
+            vocabs += list(multi._vocabs.values())
+        if getattr(processor, "pretrain", None) is not None:
+            vocabs.append(processor.pretrain.vocab)
+    assert len(vocabs) >= 6
+    words = [w for t in sample_captions(images=10) for w in pretokenize(normalize(t, True))]
+    tags = ["NOUN", "DET", "PUNCT", "VERB", "_", "Number=Sing", "nsubj", "root", "bogus"]
+    for vocab in vocabs:
+        for units in (words, [c for w in words for c in w], [w.lower() for w in words], tags):
+            assert _outcome(vocab_map, vocab, units) == _outcome(BaseVocab.map, vocab, units)
+    assert any(isinstance(v, FeatureVocab) for v in vocabs)  # composite: Stanza's own lookup, through vocab_map
+
+
+# -- the swap ---------------------------------------------------------------------------------------
+
+
+def _current():
+    return (BaseVocab.map, depparse_model.chuliu_edmonds_one_root, head_constraints.chuliu_edmonds_one_root,
+            depparse_data.get_long_tensor, pos_data.get_long_tensor)
+
+
+def test_fast_stanza_swaps_in_and_puts_everything_back():
+    stock = _current()
+    assert stock[1] is chuliu_edmonds_one_root and stock[3] is get_long_tensor
+    assert gc.isenabled()
+    with fast_stanza():
+        assert not gc.isenabled()
+        assert BaseVocab.map is vocab_map and depparse_data.get_long_tensor is long_tensor
+        assert pos_data.get_long_tensor is long_tensor
+        assert depparse_model.chuliu_edmonds_one_root is head_constraints.chuliu_edmonds_one_root
+        assert depparse_model.chuliu_edmonds_one_root is not chuliu_edmonds_one_root
+    assert _current() == stock and gc.isenabled()
+    with pytest.raises(RuntimeError, match="boom"), fast_stanza():
+        raise RuntimeError("boom")
+    assert _current() == stock and gc.isenabled()
+    with fast_stanza(enabled=False):
+        assert _current() == stock and gc.isenabled()
+    gc.disable()
+    try:
+        with fast_stanza():
+            pass
+        assert not gc.isenabled()  # a caller's disabled collector stays disabled
+    finally:
+        gc.enable()
+    assert common_vocab.BaseVocab.map is stock[0]
+
+
+# -- the parses -------------------------------------------------------------------------------------
+
+
+def _fields(rec):
+    return (rec.words, rec.upos, rec.deprels, rec.heads.tolist(), rec.input_ids.tolist(), rec.tree_dist.tolist())
+
+
+def test_bulk_parses_equal_stock_stanza_one_sentence_at_a_time(tiny_parser):
+    """The Parser's bulk call (one Document, all fast paths) against stock Stanza, one Pipeline call per
+    caption as the benchmark's baseline runs it: the same words, tags, heads and relations."""
+    texts = sample_captions(images=40)
+    out = tiny_parser([TextRecord(caption_id=i + 1, image_id=1, variant="raw", text=t) for i, t in enumerate(texts)])
+    assert BaseVocab.map is not vocab_map  # stock Stanza below
+    for rec, text in zip(out, texts, strict=True):
+        [sent] = tiny_parser._nlp([pretokenize(normalize(text, True))]).sentences
+        assert rec.words == tuple(w.text for w in sent.words)
+        assert rec.upos == tuple(w.upos for w in sent.words)
+        assert rec.deprels == tuple(w.deprel for w in sent.words)
+        assert rec.heads.tolist() == [w.head for w in sent.words]
+
+
+@pytest.mark.parametrize("tokenizer", ["pretokenized", "stanza"])
+def test_parser_output_is_the_same_with_and_without_fast_paths(tiny_cfg, tokenizer):
+    texts = sample_captions(images=20) + ["A dog. It runs on a red bus.", "The kite doesn't fly, it's broken!"]
+    records = [TextRecord(caption_id=i + 1, image_id=1, variant="raw", text=t) for i, t in enumerate(texts)]
+    cfg = dataclasses.replace(tiny_cfg, tokenizer=tokenizer)
+    fast = Parser(cfg).load()(records)
+    stock = Parser(dataclasses.replace(cfg, fast_decode=False)).load()(records)
+    assert [_fields(a) for a in fast] == [_fields(b) for b in stock]
+
+
+def test_head_constraint_repair_runs_with_ssrp_decoder():
+    """Stanza's repair of double subjects/objects reruns the decoder; with the swap it runs ssrp's, which
+    must give the repair the same trees (checked here on the repair's own kind of input)."""
+    rng = np.random.default_rng(5)
+    for _ in range(200):
+        n = int(rng.integers(3, 15))
+        logits = rng.normal(scale=2, size=(n, n))
+        scores = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+        scores = scores + rng.normal(scale=0.5, size=(n, n))  # label log-probs added to some rows
+        with fast_stanza():
+            ours = head_constraints.chuliu_edmonds_one_root(scores.copy())
+        assert np.array_equal(ours, chuliu_edmonds_one_root(scores.copy()))
