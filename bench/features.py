@@ -227,6 +227,7 @@ def gpu_main(args) -> dict:
         result[f"{precision}_img_per_s"] = round(len(images) / seconds, 1)
         if device.type == "cuda":
             result[f"{precision}_peak_gpu_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20)
+        print(f"{precision}: {result[f'{precision}_img_per_s']} images/s", flush=True)  # kept if a later one fails
         engine = ext.engine
         with torch.inference_mode():
             prepared = [engine.prepare(img) for img in images[:4]]
