@@ -29,4 +29,4 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 for h in ${SSRP_TRUST_SHA256:-}; do args+=(--trust-sha256 "$h"); done
 export PYTHONPATH=.
 # 4 models of ~270M parameters: hashing + loading takes about a minute; the four timed runs a few more.
-timeout 290 "$PY" bench/backtranslate.py "${args[@]}"
+timeout --foreground 290 "$PY" bench/backtranslate.py "${args[@]}"

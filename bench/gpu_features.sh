@@ -17,6 +17,6 @@ PY=${PYTHON:-.venv/bin/python}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 OUT_DIR=${OUT:-bench/out}
 mkdir -p "$OUT_DIR"
-timeout 290 env PYTHONPATH=. "$PY" bench/features.py --gpu --images "${IMAGES:-256}" --batch "${BATCH:-32}" \
+timeout --foreground 290 env PYTHONPATH=. "$PY" bench/features.py --gpu --images "${IMAGES:-256}" --batch "${BATCH:-32}" \
     --chunk "${CHUNK:-2400}" | tee "$OUT_DIR/gpu_features.txt"
 tail -n 1 "$OUT_DIR/gpu_features.txt" > "$OUT_DIR/gpu_features.json"

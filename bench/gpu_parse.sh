@@ -13,7 +13,11 @@ MODELS=${SSRP_MODELS:-}
 ARGS=(--device cuda --captions "${CAPTIONS:-10000}" --baseline 300 --threads 4)
 if [ -n "$MODELS" ]; then ARGS+=(--models "$MODELS"); fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-for batch in ${BATCHES:-5000 20000}; do
+
+for batch in ${BATCHES:-5000 20000}; do  # a failing or capped batch size does not stop the next one
   echo "== depparse_batch_size=$batch"
-  timeout 130 env PYTHONPATH=. "$PY" bench/parse.py "${ARGS[@]}" --depparse-batch-size "$batch" 2>&1 | grep -v "^\s*$" | tail -12
+  out=$(timeout --foreground 130 env PYTHONPATH=. "$PY" bench/parse.py "${ARGS[@]}" --depparse-batch-size "$batch" 2>&1) \
+    || echo "exit status $? at depparse_batch_size=$batch"
+  printf '%s\n' "$out" | grep -v '^{' | grep -v '^\s*$' | tail -n 10 || true
+  printf "%s\n" "$out" | grep "^{" | tail -n 1 || true
 done

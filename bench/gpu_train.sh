@@ -8,4 +8,6 @@ cd "$(dirname "$0")/.."
 PY="${PYTHON:-.venv/bin/python}"
 [ -x "$PY" ] || PY=python3
 "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA device')"
-PYTHONPATH=. timeout 280 "$PY" bench/train.py --device cuda --threads 8 --workers 8 --reps "${REPS:-5}" ${COMPILE:+--compile}
+args=(--device cuda --threads 8 --workers 8 --reps "${REPS:-5}")
+[ "${COMPILE:-0}" = 1 ] && args+=(--compile)  # COMPILE=1: also time our encoder under torch.compile
+PYTHONPATH=. timeout --foreground 280 "$PY" bench/train.py "${args[@]}"

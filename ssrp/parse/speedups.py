@@ -17,8 +17,8 @@ networks and that grow with the size of the Document, not with what is computed:
   restores it after (the Documents' reference cycles are then collected as usual).
 
 ``fast_stanza()`` swaps all of them in and puts Stanza's originals back on exit, also when parsing
-raises. The swap is process-wide (Stanza's module attributes), as Stanza's own pipelines are one per
-process and never shared between threads (docs/parse.md). Each replacement is tested for equality with
+raises. The swap is process-wide (Stanza's module attributes) and reference-counted, so overlapping calls
+from several threads share one swap and the last one out restores Stanza (docs/parse.md). Each replacement is tested for equality with
 Stanza's function on random inputs (tests/parse/test_parse_speedups.py) and the Parser's output with and
 without them is compared on the sample captions.
 """
@@ -29,6 +29,7 @@ import contextlib
 import gc
 import importlib
 import sys
+import threading
 from collections.abc import Iterator
 from itertools import chain
 
@@ -103,24 +104,44 @@ def vocab_map(self, units):
     return [ids.get(u, unk) for u in units]
 
 
-@contextlib.contextmanager
-def _swapped(targets: list[tuple[object, str, object]]) -> Iterator[None]:
-    originals = [(obj, name, getattr(obj, name)) for obj, name, _ in targets]
-    try:
-        for obj, name, new in targets:
-            setattr(obj, name, new)
-        yield
-    finally:
-        for obj, name, old in originals:
-            setattr(obj, name, old)
+class _Swap:
+    """Process-wide swap with a reference count: the first caller in swaps the fast paths in and pauses the
+    collector, the last caller out puts Stanza's functions and the collector's state back, so overlapping
+    calls from several threads (a Beam worker shares one model across its threads) never restore early or
+    leave the fast paths installed."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.users = 0
+        self.originals: list[tuple[object, str, object]] = []
+        self.collecting = False
+
+    def enter(self) -> None:
+        with self.lock:
+            if self.users == 0:
+                targets = _targets()
+                self.originals = [(obj, name, getattr(obj, name)) for obj, name, _ in targets]
+                self.collecting = gc.isenabled()
+                gc.disable()
+                for obj, name, new in targets:
+                    setattr(obj, name, new)
+            self.users += 1
+
+    def exit(self) -> None:
+        with self.lock:
+            self.users -= 1
+            if self.users == 0:
+                for obj, name, old in self.originals:
+                    setattr(obj, name, old)
+                self.originals = []
+                if self.collecting:
+                    gc.enable()
 
 
-@contextlib.contextmanager
-def fast_stanza(enabled: bool = True) -> Iterator[None]:
-    """Run Stanza with ssrp's exact fast paths (see the module docstring); ``enabled=False``: stock Stanza."""
-    if not enabled:
-        yield
-        return
+_SWAP = _Swap()
+
+
+def _targets() -> list[tuple[object, str, object]]:
     from stanza.models.common.vocab import BaseVocab
 
     from ssrp.parse.mst import one_root_tree
@@ -132,11 +153,18 @@ def fast_stanza(enabled: bool = True) -> Iterator[None]:
         module = sys.modules.get(name)  # only what the pipeline imported; importing others is not our business
         if module is not None and hasattr(module, "get_long_tensor"):
             targets.append((module, "get_long_tensor", long_tensor))
-    collecting = gc.isenabled()
-    gc.disable()
+    return targets
+
+
+@contextlib.contextmanager
+def fast_stanza(enabled: bool = True) -> Iterator[None]:
+    """Run Stanza with ssrp's exact fast paths (see the module docstring); ``enabled=False``: stock Stanza
+    (unless another thread's call has them swapped in at the time: they give the same results)."""
+    if not enabled:
+        yield
+        return
+    _SWAP.enter()
     try:
-        with _swapped(targets):
-            yield
+        yield
     finally:
-        if collecting:
-            gc.enable()
+        _SWAP.exit()

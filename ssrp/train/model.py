@@ -17,9 +17,10 @@ Sub-layers follow Eq. 1: ``LN(x + f(x))``. Attention goes through
 Padding costs nothing outside attention: with ``model.unpad`` each modality is carried as the
 ``[N, H]`` rows of its real positions (``Layout``), so projections, FF, LayerNorm and dropout skip
 padded tokens; only attention puts rows back on the padded grid. Real positions get the same values as
-the dense computation; padded positions come out as zeros. ``auto`` unpads on CPU only: on a GPU the
-gather/scatter and the host sync for the row index cost more than the skipped rows (measured on an
-H100, docs/training.md).
+the dense computation (without dropout; in training the dropout masks are drawn over the real rows
+only); padded positions come out as zeros. ``auto`` unpads on CPU only: on an H100 the eager step is
+bound by kernel launches, and the gather/scatter and the host sync for the row index showed no gain
+above the noise (docs/training.md).
 """
 
 from __future__ import annotations

@@ -209,6 +209,18 @@ def test_the_full_r101_configuration_runs_one_small_image():
     assert rec.obj_ids.max() < 1600 and rec.attr_ids.max() < 400
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_maps_pool_like_their_float32_upcast(tiny_models, images, dtype):
+    """roi_pool needs the map in the boxes' float32 (found on an H100: an fp16 map and fp32 boxes were
+    refused); pooling the upcast map and casting back gives what half-precision pooling would."""
+    engine = Extractor(small_config(tiny_models)).load().engine
+    (fmap,), _ = engine.feature_maps([engine.prepare(images[0])])
+    boxes = torch.tensor([[0.0, 0.0, 100.0, 80.0], [30.5, 20.25, 150.0, 140.0]])
+    half = engine._pool(fmap.to(dtype), boxes)
+    assert half.dtype == dtype
+    assert torch.equal(half, engine._pool(fmap.to(dtype).float(), boxes).to(dtype))
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_gpu_precisions_agree_with_the_cpu_on_the_same_boxes(tiny_models, images):

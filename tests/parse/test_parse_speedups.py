@@ -158,6 +158,36 @@ def test_fast_stanza_swaps_in_and_puts_everything_back():
     assert common_vocab.BaseVocab.map is stock[0]
 
 
+def test_overlapping_calls_from_threads_share_one_swap():
+    """Thread A enters, B enters, A leaves (B still inside: fast paths stay), B leaves (stock again)."""
+    import threading
+
+    stock = _current()
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+    seen = {}
+
+    def first():
+        with fast_stanza():
+            a_in.set()
+            b_in.wait(5)
+        a_out.set()
+
+    def second():
+        a_in.wait(5)
+        with fast_stanza():
+            b_in.set()
+            a_out.wait(5)
+            seen["after_a_left"] = (BaseVocab.map is vocab_map, gc.isenabled())
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert seen["after_a_left"] == (True, False)
+    assert _current() == stock and gc.isenabled()
+
+
 # -- the parses -------------------------------------------------------------------------------------
 
 
