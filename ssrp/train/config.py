@@ -65,7 +65,7 @@ class DataConfig:
     max_objects: int = 36  # RoIs per image (Sec. 4.1)
     views: tuple[str, ...] = ()  # image views to draw from; () = every view in the corpus
     variants: tuple[str, ...] = ()  # caption variants to draw from; () = every variant in the corpus
-    num_workers: int = 4  # DataLoader worker processes per rank
+    num_workers: int = -1  # DataLoader worker processes per rank; -1 = auto: this rank's share of the cores less one (at most 16)
     bucket_batches: int = 50  # length bucketing: sort within buckets of this many global batches; 0 = off
     pad_id: int = 0  # these ids are read from the BERT vocab.txt when --bert is given
     mask_id: int = 103
@@ -74,7 +74,7 @@ class DataConfig:
     def __post_init__(self) -> None:
         _require(self.max_tokens >= 3, f"data.max_tokens={self.max_tokens} must be >= 3 ([CLS] word [SEP])")
         _require(self.max_objects >= 1, f"data.max_objects={self.max_objects} must be >= 1")
-        _require(self.num_workers >= 0, f"data.num_workers={self.num_workers} must be >= 0")
+        _require(self.num_workers >= -1, f"data.num_workers={self.num_workers} must be >= 0, or -1 for auto")
         _require(self.bucket_batches >= 0, f"data.bucket_batches={self.bucket_batches} must be >= 0")
 
 

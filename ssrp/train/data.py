@@ -16,6 +16,7 @@ The corpus reader opens its LMDB shards lazily in each worker process.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -394,6 +395,16 @@ class BucketBatchSampler:
 
     def __len__(self) -> int:
         return self.batches_per_epoch - self.start
+
+
+def auto_workers(cores: int | None = None, ranks_on_host: int | None = None, cap: int = 16) -> int:
+    """Loader workers for ``data.num_workers=-1``: this rank's share of the host's cores, less one for the
+    rank's own process, at most ``cap`` (stage 2 on an H100 consumed ~9.5k pairs/s; 8 workers gave ~5.8k)."""
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if ranks_on_host is None:
+        ranks_on_host = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(0, min(cap, cores // max(1, ranks_on_host) - 1))
 
 
 def build_loader(

@@ -94,6 +94,7 @@ def build_data(cfg: TrainConfig, corpus: str, info: DistInfo):
         Collate,
         Stage1Dataset,
         Stage2Dataset,
+        auto_workers,
         build_loader,
         caption_lengths,
         load_pairs,
@@ -115,9 +116,10 @@ def build_data(cfg: TrainConfig, corpus: str, info: DistInfo):
     sampler = BucketBatchSampler(
         lengths, cfg.optim.batch_size, info.rank, info.world_size, cfg.seed, cfg.data.bucket_batches
     )
-    loader = build_loader(
-        dataset, sampler, Collate(cfg.stage, cfg.data.pad_id), cfg.data.num_workers, pin=info.device.type == "cuda"
-    )
+    workers = cfg.data.num_workers if cfg.data.num_workers >= 0 else auto_workers()
+    if cfg.data.num_workers < 0:
+        logger.info("data.num_workers=auto: %d loader workers per rank", workers)
+    loader = build_loader(dataset, sampler, Collate(cfg.stage, cfg.data.pad_id), workers, pin=info.device.type == "cuda")
     return sampler, loader
 
 

@@ -173,3 +173,13 @@ def test_loader_workers_give_the_same_batches(setup):
     for a, b in zip(batches[0], batches[2], strict=True):
         for key in a:
             assert (a[key] == b[key]).all(), key
+
+
+def test_auto_workers_share_the_cores_between_ranks(monkeypatch):
+    from ssrp.train.data import auto_workers
+
+    assert auto_workers(cores=16, ranks_on_host=1) == 15 and auto_workers(cores=64, ranks_on_host=1) == 16
+    assert auto_workers(cores=16, ranks_on_host=4) == 3 and auto_workers(cores=2, ranks_on_host=1) == 1
+    assert auto_workers(cores=1, ranks_on_host=2) == 0
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")  # torchrun's
+    assert auto_workers(cores=32) == 3
