@@ -72,31 +72,31 @@ def long_tensor(tokens_list, batch_size, pad_id=0):
     return torch.from_numpy(out)
 
 
-_LOOKUP_KIND: dict[type, str] = {}  # vocabulary class -> "base", "word" (BaseVocab's lookup + ignore list) or ""
-_UNK: list[str] = []
+_LOOKUP_KIND: dict[type, tuple[str, str]] = {}  # vocabulary class -> (kind, Stanza's UNK unit), see _lookup_kind
 
 
-def _lookup_kind(cls: type) -> str:
-    """Whether ``cls.unit2id`` is exactly BaseVocab's (normalise: None stays None, else lowercase if
-    ``lower``; then the id or UNK's id), or pos.WordVocab's (the same unless the unit is in its ignore list)."""
+def _lookup_kind(cls: type) -> tuple[str, str]:
+    """(kind, UNK unit): kind "base" if ``cls.unit2id`` is exactly BaseVocab's (normalise: None stays None,
+    else lowercase if ``lower``; then the id or UNK's id), "word" for pos.WordVocab's (the same unless the
+    unit is in its ignore list), "" for any other lookup."""
     from stanza.models.common.vocab import UNK, BaseVocab
     from stanza.models.pos.vocab import WordVocab
 
-    _UNK[:] = [UNK]
     if cls.normalize_unit is not BaseVocab.normalize_unit:
-        return ""
+        return "", UNK
     if cls.unit2id is BaseVocab.unit2id:
-        return "base"
-    return "word" if cls.unit2id is WordVocab.unit2id else ""
+        return "base", UNK
+    return ("word" if cls.unit2id is WordVocab.unit2id else ""), UNK
 
 
 def vocab_map(self, units):
     """``BaseVocab.map`` (``[self.unit2id(u) for u in units]``) without two Python calls per unit."""
-    kind = _LOOKUP_KIND.get(type(self))
-    if kind is None:
-        kind = _LOOKUP_KIND[type(self)] = _lookup_kind(type(self))
+    cached = _LOOKUP_KIND.get(type(self))
+    if cached is None:
+        cached = _LOOKUP_KIND[type(self)] = _lookup_kind(type(self))
+    kind, unk_unit = cached
     ids = self._unit2id
-    unk = ids.get(_UNK[0]) if kind else None
+    unk = ids.get(unk_unit) if kind else None
     if unk is None or (kind == "word" and self.ignore):
         return [self.unit2id(u) for u in units]
     if self.lower:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -104,7 +105,7 @@ def fit_text(rec: TextRecord, max_tokens: int) -> tuple[np.ndarray, np.ndarray, 
     return ids, pw, np.asarray(rec.tree_dist[:words, :words])
 
 
-class PairDataset(Dataset):
+class PairDataset(Dataset, ABC):
     """Shared loading of one image view and one caption variant; subclasses add the stage's sampling."""
 
     def __init__(
@@ -152,9 +153,9 @@ class PairDataset(Dataset):
                 )
         raise DataError(f"8 consecutive pairs from index {index} have records missing from the corpus")
 
+    @abstractmethod
     def sample(self, index: int, epoch: int) -> dict:
-        """One training sample; Stage1Dataset and Stage2Dataset define it (this base class is abstract)."""
-        raise NotImplementedError(f"{type(self).__name__} must define sample()")
+        """One training sample; Stage1Dataset and Stage2Dataset define it."""
 
     def image(self, image_id: int, view: str) -> dict[str, np.ndarray]:
         try:
