@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -105,7 +104,7 @@ def fit_text(rec: TextRecord, max_tokens: int) -> tuple[np.ndarray, np.ndarray, 
     return ids, pw, np.asarray(rec.tree_dist[:words, :words])
 
 
-class PairDataset(Dataset, ABC):
+class PairDataset(Dataset):
     """Shared loading of one image view and one caption variant; subclasses add the stage's sampling."""
 
     def __init__(
@@ -153,9 +152,10 @@ class PairDataset(Dataset, ABC):
                 )
         raise DataError(f"8 consecutive pairs from index {index} have records missing from the corpus")
 
-    @abstractmethod
     def sample(self, index: int, epoch: int) -> dict:
-        """One training sample; Stage1Dataset and Stage2Dataset define it."""
+        """One training sample; Stage1Dataset and Stage2Dataset define it. (Not abstract: evaluation
+        builds a plain PairDataset for its record loading, ``image`` and ``text``, and never indexes it.)"""
+        raise NotImplementedError(f"{type(self).__name__} must define sample()")
 
     def image(self, image_id: int, view: str) -> dict[str, np.ndarray]:
         try:
