@@ -37,24 +37,43 @@ class Layout:
 
     Token-wise layers (projections, FF, LayerNorm, dropout) run on the real positions only, as a
     ``[N, H]`` matrix of rows; attention puts its queries, keys and values back on the grid and masks the
-    padded keys. With ``unpad=False`` or no padding the rows are the whole grid (a view, no copy).
+    padded keys. When unpadding, the grid is also cut after the batch's last real position (``length``;
+    ``full_length`` is the input's), so attention does not compute scores for columns that are padding in
+    every sample. With ``unpad=False`` or no padding the rows are the whole grid (a view, no copy).
     """
 
     def __init__(self, mask: Tensor, unpad: bool = True):
+        self.batch, self.full_length = mask.shape
+        self.index = None
+        if unpad and not bool(mask.all()):
+            real = mask.any(0).nonzero()
+            mask = mask[:, : int(real[-1]) + 1 if len(real) else 1]
+            if not bool(mask.all()):
+                self.index = mask.reshape(-1).nonzero().squeeze(1)
         self.mask = mask
-        self.batch, self.length = mask.shape
-        self.index = mask.reshape(-1).nonzero().squeeze(1) if unpad and not bool(mask.all()) else None
+        self.length = mask.shape[1]
 
     def rows(self, grid: Tensor) -> Tensor:
-        """``[B, L, C]`` -> ``[N, C]``: the real positions, in batch-major order."""
-        flat = grid.reshape(self.batch * self.length, grid.shape[-1])
+        """``[B, L, C]`` (``L`` = ``length`` or ``full_length``) -> ``[N, C]``: the real positions, batch-major."""
+        flat = grid[:, : self.length].reshape(self.batch * self.length, grid.shape[-1])
         return flat if self.index is None else flat.index_select(0, self.index)
 
+    def positions(self) -> Tensor:
+        """``[N]``: each row's position in its sequence."""
+        if self.index is None:
+            return torch.arange(self.length, device=self.mask.device).repeat(self.batch)
+        return self.index % self.length
+
     def grid(self, rows: Tensor) -> Tensor:
-        """``[N, C]`` -> ``[B, L, C]``, zeros at padded positions."""
+        """``[N, C]`` -> ``[B, length, C]``, zeros at padded positions."""
         if self.index is not None:
             rows = rows.new_zeros(self.batch * self.length, rows.shape[-1]).index_copy(0, self.index, rows)
         return rows.view(self.batch, self.length, -1)
+
+    def full(self, rows: Tensor) -> Tensor:
+        """``[N, C]`` -> ``[B, full_length, C]``, zeros at padded positions (the encoder's output)."""
+        grid = self.grid(rows)
+        return F.pad(grid, (0, 0, 0, self.full_length - self.length)) if self.length < self.full_length else grid
 
 
 class MultiHeadAttention(nn.Module):
@@ -233,9 +252,17 @@ class TextEmbeddings(nn.Module):
         self.norm = nn.LayerNorm(cfg.hidden, eps=cfg.layer_norm_eps)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, input_ids: Tensor) -> Tensor:
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
-        x = self.word(input_ids) + self.position(positions)[None] + self.segment.weight[0]
+    def forward(self, input_ids: Tensor, layout: Layout | None = None) -> Tensor:
+        """``[B, L, H]``; with an unpadding ``layout``, only the real positions' ``[N, H]`` rows."""
+        if layout is not None:
+            input_ids = input_ids[:, : layout.length]
+        if layout is None or layout.index is None:
+            positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+            x = self.word(input_ids) + self.position(positions)[None] + self.segment.weight[0]
+            x = self.drop(self.norm(x))
+            return x if layout is None else layout.rows(x)
+        ids = layout.rows(input_ids[..., None]).squeeze(1)
+        x = self.word(ids) + self.position(layout.positions()) + self.segment.weight[0]
         return self.drop(self.norm(x))
 
 
@@ -277,7 +304,7 @@ class SSRPEncoder(nn.Module):
         """``[B, L, H]`` token states and ``[B, M, H]`` object states; zeros at padded positions when unpadding."""
         unpad = self.cfg.unpad == "on" or (self.cfg.unpad == "auto" and text_mask.device.type == "cpu")
         tl, vl = Layout(text_mask, unpad), Layout(object_mask, unpad)
-        t = tl.rows(self.text_embeddings(input_ids))
+        t = self.text_embeddings(input_ids, tl)
         v = vl.rows(self.object_embeddings(features, boxes))
         for layer in self.text_layers:
             t = layer(t, tl)
@@ -285,7 +312,7 @@ class SSRPEncoder(nn.Module):
             v = layer(v, vl)
         for layer in self.inter_layers:
             t, v = layer(t, v, tl, vl)
-        return tl.grid(t), vl.grid(v)
+        return tl.full(t), vl.full(v)
 
 
 def init_weights(module: nn.Module) -> None:

@@ -78,10 +78,15 @@ def test_padding_does_not_leak(variant):
 @pytest.mark.parametrize(
     ("variant", "kw"), [("share", {}), ("share", {"share_attention": "joint"}), ("visual", {}), ("cross", {})]
 )
-def test_unpadded_layers_match_the_dense_computation(variant, kw):
-    """model.unpad only skips padded rows: same states on real positions, same gradients, zeros on padding."""
+@pytest.mark.parametrize("cut", [False, True])
+def test_unpadded_layers_match_the_dense_computation(variant, kw, cut):
+    """model.unpad only skips padded rows: same states on real positions, same gradients, zeros on padding;
+    ``cut``: every sample is padded at the end, so the unpadded grids are also cut short."""
     x = _inputs(b=3, t=7, n=5)
     x[1][0, 2:] = False  # a short caption beside the padded one
+    if cut:
+        x[1][:, 5:] = False
+        x[4][:, 4:] = False
     results = []
     for unpad in ("off", "on"):
         enc = _encoder(variant, unpad=unpad, **kw)
@@ -114,9 +119,20 @@ def test_layout_keeps_real_rows_in_batch_order():
     layout = Layout(mask)
     grid = torch.arange(6.0).view(2, 3, 1)
     assert layout.rows(grid).flatten().tolist() == [0.0, 1.0, 3.0]
-    assert layout.grid(layout.rows(grid)).flatten().tolist() == [0.0, 1.0, 0.0, 3.0, 0.0, 0.0]
+    assert layout.positions().tolist() == [0, 1, 0]
+    # the grid is cut after the batch's last real position; full() restores the input's length
+    assert layout.length == 2 and layout.mask.tolist() == [[True, True], [True, False]]
+    assert layout.grid(layout.rows(grid)).flatten().tolist() == [0.0, 1.0, 3.0, 0.0]
+    assert layout.full(layout.rows(grid)).flatten().tolist() == [0.0, 1.0, 0.0, 3.0, 0.0, 0.0]
     dense = Layout(torch.ones(2, 3, dtype=torch.bool))
     assert dense.index is None and dense.rows(grid).data_ptr() == grid.data_ptr()
+    assert dense.positions().tolist() == [0, 1, 2, 0, 1, 2]
+    kept = Layout(mask, unpad=False)  # no unpadding: the whole grid, uncut
+    assert kept.index is None and kept.length == 3 and kept.rows(grid).data_ptr() == grid.data_ptr()
+    same_length = Layout(torch.tensor([[True, True, False], [True, True, False]]))
+    assert same_length.index is None and same_length.length == 2
+    assert same_length.rows(grid).flatten().tolist() == [0.0, 1.0, 3.0, 4.0]
+    assert same_length.full(same_length.rows(grid)).flatten().tolist() == [0.0, 1.0, 0.0, 3.0, 4.0, 0.0]
 
 
 def test_attention_goes_through_sdpa(monkeypatch):
