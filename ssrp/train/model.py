@@ -52,6 +52,7 @@ class Layout:
                 self.index = mask.reshape(-1).nonzero().squeeze(1)
         self.mask = mask
         self.length = mask.shape[1]
+        self.count = self.batch * self.length if self.index is None else self.index.shape[0]  # N, the rows
 
     def rows(self, grid: Tensor) -> Tensor:
         """``[B, L, C]`` (``L`` = ``length`` or ``full_length``) -> ``[N, C]``: the real positions, batch-major."""
@@ -117,22 +118,29 @@ class MultiHeadAttention(nn.Module):
         q, k, v = self._project(x, xl, context, cl)
         return self.out(xl.rows(self._attend(q, k, v, cl.mask)))
 
-    def bidirectional(self, t: Tensor, tl: Layout, v: Tensor, vl: Layout) -> tuple[Tensor, Tensor]:
-        """Text attending to vision and vision attending to text with the same weights (Cross): one full
-        q/k/v projection per modality serves as queries in one direction and keys/values in the other."""
-        qkv_t, qkv_v = tl.grid(self.qkv(t)), vl.grid(self.qkv(v))
-        q_t, k_t, v_t = self._split_heads(qkv_t, 3)
-        q_v, k_v, v_v = self._split_heads(qkv_v, 3)
-        yt = self._attend(q_t, k_v, v_v, vl.mask)
-        yv = self._attend(q_v, k_t, v_t, tl.mask)
-        return self.out(tl.rows(yt)), self.out(vl.rows(yv))
+    def paired(self, x: Tensor, tl: Layout, vl: Layout, mode: str) -> Tensor:
+        """Both modalities through the same weights: ``x`` is the text rows followed by the object rows, and so
+        is the result. Projections run once over all rows (one pass over the weights for both modalities);
+        ``mode`` says who attends to whom:
 
-    def joint(self, t: Tensor, tl: Layout, v: Tensor, vl: Layout) -> tuple[Tensor, Tensor]:
-        """Self-attention over the concatenation of both modalities (Share's ``joint`` mode)."""
-        qkv = torch.cat([tl.grid(self.qkv(t)), vl.grid(self.qkv(v))], 1)
-        y = self._attend(*self._split_heads(qkv, 3), torch.cat([tl.mask, vl.mask], 1))
-        yt, yv = y.split([tl.length, vl.length], 1)
-        return self.out(tl.rows(yt)), self.out(vl.rows(yv))
+        * ``"cross"``: text attends to vision and vision to text (Cross; each modality's q/k/v projection
+          serves as queries in one direction and keys/values in the other);
+        * ``"separate"``: each modality attends within itself (Share);
+        * ``"joint"``: one self-attention over the concatenation of both (Share's ``joint`` mode).
+        """
+        qkv_t, qkv_v = self.qkv(x).split([tl.count, vl.count])
+        qkv_t, qkv_v = tl.grid(qkv_t), vl.grid(qkv_v)
+        if mode == "joint":
+            y = self._attend(*self._split_heads(torch.cat([qkv_t, qkv_v], 1), 3), torch.cat([tl.mask, vl.mask], 1))
+            yt, yv = y.split([tl.length, vl.length], 1)
+        else:
+            q_t, k_t, v_t = self._split_heads(qkv_t, 3)
+            q_v, k_v, v_v = self._split_heads(qkv_v, 3)
+            if mode == "cross":
+                yt, yv = self._attend(q_t, k_v, v_v, vl.mask), self._attend(q_v, k_t, v_t, tl.mask)
+            else:
+                yt, yv = self._attend(q_t, k_t, v_t, tl.mask), self._attend(q_v, k_v, v_v, vl.mask)
+        return self.out(torch.cat([tl.rows(yt), vl.rows(yv)]))
 
 
 class AttentionSublayer(nn.Module):
@@ -150,13 +158,9 @@ class AttentionSublayer(nn.Module):
     def residual(self, x: Tensor, y: Tensor) -> Tensor:
         return self.norm(x + self.drop(y))
 
-    def joint(self, t: Tensor, tl: Layout, v: Tensor, vl: Layout) -> tuple[Tensor, Tensor]:
-        yt, yv = self.attn.joint(t, tl, v, vl)
-        return self.residual(t, yt), self.residual(v, yv)
-
-    def bidirectional(self, t: Tensor, tl: Layout, v: Tensor, vl: Layout) -> tuple[Tensor, Tensor]:
-        yt, yv = self.attn.bidirectional(t, tl, v, vl)
-        return self.residual(t, yt), self.residual(v, yv)
+    def paired(self, x: Tensor, tl: Layout, vl: Layout, mode: str) -> Tensor:
+        """``x``: text rows then object rows, both through this sub-layer's weights (``MultiHeadAttention.paired``)."""
+        return self.residual(x, self.attn.paired(x, tl, vl, mode))
 
 
 class FeedForward(nn.Module):
@@ -195,13 +199,10 @@ class ShareLayer(nn.Module):
         self.ff = FeedForward(cfg) if cfg.share_ff else None
 
     def forward(self, t: Tensor, v: Tensor, tl: Layout, vl: Layout) -> tuple[Tensor, Tensor]:
-        if self.joint:
-            t, v = self.self_attn.joint(t, tl, v, vl)
-        else:
-            t, v = self.self_attn(t, tl, t, tl), self.self_attn(v, vl, v, vl)
+        x = self.self_attn.paired(torch.cat([t, v]), tl, vl, "joint" if self.joint else "separate")
         if self.ff is not None:
-            t, v = self.ff(t), self.ff(v)
-        return t, v
+            x = self.ff(x)
+        return x.split([tl.count, vl.count])
 
 
 class VisualLayer(nn.Module):
@@ -232,7 +233,7 @@ class CrossLayer(nn.Module):
         self.visual_ff = FeedForward(cfg)
 
     def forward(self, t: Tensor, v: Tensor, tl: Layout, vl: Layout) -> tuple[Tensor, Tensor]:
-        t2, v2 = self.cross.bidirectional(t, tl, v, vl)
+        t2, v2 = self.cross.paired(torch.cat([t, v]), tl, vl, "cross").split([tl.count, vl.count])
         t = self.text_ff(self.text_self(t2, tl, t2, tl))
         v = self.visual_ff(self.visual_self(v2, vl, v2, vl))
         return t, v

@@ -99,7 +99,10 @@ def test_unpadded_layers_match_the_dense_computation(variant, kw, cut):
     assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-5) for a, b in zip(gd, gu, strict=True))
 
 
-def test_bidirectional_cross_attention_equals_the_two_directions():
+@pytest.mark.parametrize("mode", ["cross", "separate", "joint"])
+def test_paired_attention_equals_each_modality_attending_on_its_own(mode):
+    """One pass over the shared weights for both modalities gives what each modality gets through the
+    sub-layer alone: Cross's two directions, Share's two self-attentions, or attention over both."""
     from ssrp.train.model import AttentionSublayer
 
     torch.manual_seed(0)
@@ -109,9 +112,16 @@ def test_bidirectional_cross_attention_equals_the_two_directions():
     vm = torch.tensor([[True] * 5, [True] * 3 + [False] * 2])
     tl, vl = Layout(tm), Layout(vm)
     t, v = torch.randn(int(tm.sum()), 16, generator=g), torch.randn(int(vm.sum()), 16, generator=g)
-    both = sub.bidirectional(t, tl, v, vl)
-    assert torch.allclose(both[0], sub(t, tl, v, vl), atol=1e-6)
-    assert torch.allclose(both[1], sub(v, vl, t, tl), atol=1e-6)
+    both = sub.paired(torch.cat([t, v]), tl, vl, mode).split([len(t), len(v)])
+    if mode == "cross":
+        alone = sub(t, tl, v, vl), sub(v, vl, t, tl)
+    elif mode == "separate":
+        alone = sub(t, tl, t, tl), sub(v, vl, v, vl)
+    else:
+        jl = Layout(torch.cat([tm, vm], 1))
+        joint = jl.rows(torch.cat([tl.grid(t), vl.grid(v)], 1))
+        alone = sub(t, tl, joint, jl), sub(v, vl, joint, jl)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(both, alone, strict=True))
 
 
 def test_layout_keeps_real_rows_in_batch_order():
