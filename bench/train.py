@@ -11,7 +11,9 @@ CPU (default):
      token-wise layer (``model.unpad``), ``*_coco_dense`` is ours with that switched off;
    * ``*_coco_bucketed``: ours also gets the text padded only to the mean longest caption of the
      trainer's length-bucketed batches, LxmertModel keeps 36 (LXMERT pads to a fixed length);
-   * ``paper_fp32_coco_b32``: the ``*_coco`` comparison at a larger batch (--large-batch, 32).
+   * ``paper_fp32_coco_b<N>``: the ``*_coco`` comparison at a larger batch (--large-batch N, 32; 0 skips it).
+   In the ``*_coco`` rows ours computes only real positions (unpadded rows, attention grids cut after the
+   batch's longest caption) while LxmertModel computes all 36: the same input, each model's own way.
 2. The data loader's samples/s (Stage1Dataset over a synthetic corpus of 36 x 2048-d RoIs, loader
    workers) against the trainer's consumption (full stage-1 steps with AdamW, same size and batch).
 

@@ -19,7 +19,7 @@ Padding costs nothing outside attention: with ``model.unpad`` each modality is c
 padded tokens; only attention puts rows back on the padded grid. Real positions get the same values as
 the dense computation (without dropout; in training the dropout masks are drawn over the real rows
 only); padded positions come out as zeros. ``auto`` unpads on CPU only: on an H100 the eager step is
-bound by kernel launches, and the gather/scatter and the host sync for the row index showed no gain
+bound by kernel launches, and the gather/scatter and the host copy of each mask showed no gain
 above the noise (docs/training.md).
 """
 
@@ -39,17 +39,20 @@ class Layout:
     ``[N, H]`` matrix of rows; attention puts its queries, keys and values back on the grid and masks the
     padded keys. When unpadding, the grid is also cut after the batch's last real position (``length``;
     ``full_length`` is the input's), so attention does not compute scores for columns that are padding in
-    every sample. With ``unpad=False`` or no padding the rows are the whole grid (a view, no copy).
+    every sample. With ``unpad=False`` or an all-real mask the rows are the whole grid (a view, no copy).
     """
 
     def __init__(self, mask: Tensor, unpad: bool = True):
         self.batch, self.full_length = mask.shape
         self.index = None
-        if unpad and not bool(mask.all()):
-            real = mask.any(0).nonzero()
-            mask = mask[:, : int(real[-1]) + 1 if len(real) else 1]
-            if not bool(mask.all()):
-                self.index = mask.reshape(-1).nonzero().squeeze(1)
+        if unpad:  # decided on a host copy of the mask: one device sync, whatever the device
+            host = mask.cpu()
+            if not bool(host.all()):
+                real = host.any(0).nonzero()
+                host = host[:, : int(real[-1]) + 1 if len(real) else 1]
+                mask = mask[:, : host.shape[1]]
+                if not bool(host.all()):
+                    self.index = host.reshape(-1).nonzero().squeeze(1).to(mask.device)
         self.mask = mask
         self.length = mask.shape[1]
         self.count = self.batch * self.length if self.index is None else self.index.shape[0]  # N, the rows

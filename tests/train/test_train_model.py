@@ -78,14 +78,20 @@ def test_padding_does_not_leak(variant):
 @pytest.mark.parametrize(
     ("variant", "kw"), [("share", {}), ("share", {"share_attention": "joint"}), ("visual", {}), ("cross", {})]
 )
-@pytest.mark.parametrize("cut", [False, True])
+@pytest.mark.parametrize("cut", ["none", "cut", "uniform"])
 def test_unpadded_layers_match_the_dense_computation(variant, kw, cut):
     """model.unpad only skips padded rows: same states on real positions, same gradients, zeros on padding;
-    ``cut``: every sample is padded at the end, so the unpadded grids are also cut short."""
+    ``cut``: every sample is padded at the end, so the unpadded grids are also cut short; ``uniform``: after
+    the cut nothing is padded (a bucket of equal-length captions)."""
     x = _inputs(b=3, t=7, n=5)
     x[1][0, 2:] = False  # a short caption beside the padded one
-    if cut:
+    if cut == "cut":
         x[1][:, 5:] = False
+        x[4][:, 4:] = False
+    elif cut == "uniform":
+        x[1][:] = False
+        x[1][:, :5] = True
+        x[4][:] = True
         x[4][:, 4:] = False
     results = []
     for unpad in ("off", "on"):
