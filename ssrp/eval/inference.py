@@ -24,7 +24,7 @@ from ssrp.corpus import CorpusReader
 from ssrp.eval.config import EvalConfig
 from ssrp.train.checkpoint import load_checkpoint
 from ssrp.train.config import DataConfig, ModelConfig, Stage2Config, TrainConfig
-from ssrp.train.data import Collate, PairDataset, fit_text
+from ssrp.train.data import Collate, CorpusRecords, fit_text
 from ssrp.train.heads import AlignHead, upper_triangle
 from ssrp.train.steps import Stage2Model
 
@@ -88,7 +88,7 @@ class ProbeModel:
         self.train_cfg: TrainConfig | None = None
         self.model: Stage2Model | None = None
         self.align: AlignHead | None = None
-        self.dataset: PairDataset | None = None
+        self.records: CorpusRecords | None = None
         self.device = torch.device("cpu")
 
     # ------------------------------------------------------------------------------------------
@@ -108,9 +108,7 @@ class ProbeModel:
         self.model = model.to(self.device).eval()
         self.align = self._load_align(cfg, ckpt["model"])
         self.train_cfg = cfg
-        self.dataset = PairDataset(
-            self.corpus, np.zeros((0, 2), np.int64), ("raw",), ("raw",), cfg.data, cfg.model, cfg.seed
-        )
+        self.records = CorpusRecords(self.corpus, cfg.data, cfg.model)
         logger.info("loaded SSRP-%s stage-2 model from %s (step %s) on %s%s", cfg.model.variant, self.ckpt_path,
                     ckpt.get("step"), self.device, "" if self.align is None else ", with g_align")
         return self
@@ -132,7 +130,7 @@ class ProbeModel:
     @property
     def reader(self) -> CorpusReader:
         self._need_loaded()
-        return self.dataset.reader
+        return self.records.reader
 
     @property
     def hidden(self) -> int:
@@ -148,8 +146,8 @@ class ProbeModel:
 
     def sample(self, pair: Pair) -> tuple[dict[str, np.ndarray], object]:
         """The trainer's arrays for one pair, and the text record (words, upos, heads)."""
-        img = self.dataset.image(pair.image_id, pair.view)
-        rec = _text_record(self.dataset.reader, pair.caption_id, pair.variant)
+        img = self.records.image(pair.image_id, pair.view)
+        rec = _text_record(self.records.reader, pair.caption_id, pair.variant)
         ids, pw, td = fit_text(rec, self.train_cfg.data.max_tokens)
         sample = {"input_ids": ids, "piece_word": pw, "tree_dist": td,
                   "features": img["features"], "boxes": img["boxes"]}

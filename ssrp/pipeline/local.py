@@ -69,9 +69,9 @@ def views_per_image(cfg: BuildConfig) -> int:
     """Image records per image, for sizing shards: the chosen views (all 14 by default) or the raw one."""
     if not cfg.has("views"):
         return 1
-    from ssrp.augment.views import ALL_VIEWS
+    from ssrp.pipeline.models import views_config
 
-    return len(cfg.views.get("views", ALL_VIEWS))
+    return len(views_config(cfg).views)
 
 
 def _image_shard(writer, spec, images, stages, cfg, bar) -> None:

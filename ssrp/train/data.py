@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -104,58 +105,16 @@ def fit_text(rec: TextRecord, max_tokens: int) -> tuple[np.ndarray, np.ndarray, 
     return ids, pw, np.asarray(rec.tree_dist[:words, :words])
 
 
-class PairDataset(Dataset):
-    """Shared loading of one image view and one caption variant; subclasses add the stage's sampling."""
+class CorpusRecords:
+    """One image view or one caption variant of the corpus as the model takes it, checked against the model's
+    sizes (training datasets and evaluation both read through it)."""
 
-    def __init__(
-        self,
-        corpus: str,
-        pairs: np.ndarray,
-        views: tuple[str, ...],
-        variants: tuple[str, ...],
-        data: DataConfig,
-        model: ModelConfig,
-        seed: int,
-    ):
+    def __init__(self, corpus: str, data: DataConfig, model: ModelConfig):
         self.reader = CorpusReader(corpus)  # shards open lazily, in whichever process reads
-        self.pairs = pairs
-        self.views = views
-        self.variants = variants
         self.data = data
         self.vocab_size = model.vocab_size
         self.num_labels = model.num_object_labels
         self.feature_dim = model.feature_dim
-        self.seed = seed
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def rng(self, index: int, epoch: int) -> np.random.Generator:
-        return np.random.default_rng([self.seed, epoch, index])
-
-    def __getitem__(self, key: tuple[int, int]) -> dict:
-        """The sample of pair ``index`` in ``epoch``; a pair whose records are missing from the corpus
-        (e.g. dead-lettered upstream) is replaced by the next pair, with a warning."""
-        index, epoch = key
-        for attempt in range(8):
-            i = (index + attempt) % len(self.pairs)
-            try:
-                return self.sample(i, epoch)
-            except KeyError as err:
-                logger.warning(
-                    "pair %d (image %d, caption %d): record %s missing from the corpus; using pair %d",
-                    i,
-                    self.pairs[i, 0],
-                    self.pairs[i, 1],
-                    err,
-                    (i + 1) % len(self.pairs),
-                )
-        raise DataError(f"8 consecutive pairs from index {index} have records missing from the corpus")
-
-    def sample(self, index: int, epoch: int) -> dict:
-        """One training sample; Stage1Dataset and Stage2Dataset define it. (Not abstract: evaluation
-        builds a plain PairDataset for its record loading, ``image`` and ``text``, and never indexes it.)"""
-        raise NotImplementedError(f"{type(self).__name__} must define sample()")
 
     def image(self, image_id: int, view: str) -> dict[str, np.ndarray]:
         try:
@@ -198,6 +157,55 @@ class PairDataset(Dataset):
             raise DataError(f"{rec.key}: token id {ids.max()} >= model.vocab_size={self.vocab_size} (wrong vocab?)")
         return ids, pw, td
 
+
+
+class PairDataset(CorpusRecords, Dataset, ABC):
+    """Image-caption pairs; subclasses say how a stage samples views and variants of a pair (``sample``)."""
+
+    def __init__(
+        self,
+        corpus: str,
+        pairs: np.ndarray,
+        views: tuple[str, ...],
+        variants: tuple[str, ...],
+        data: DataConfig,
+        model: ModelConfig,
+        seed: int,
+    ):
+        super().__init__(corpus, data, model)
+        self.pairs = pairs
+        self.views = views
+        self.variants = variants
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def rng(self, index: int, epoch: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, epoch, index])
+
+    def __getitem__(self, key: tuple[int, int]) -> dict:
+        """The sample of pair ``index`` in ``epoch``; a pair whose records are missing from the corpus
+        (e.g. dead-lettered upstream) is replaced by the next pair, with a warning."""
+        index, epoch = key
+        for attempt in range(8):
+            i = (index + attempt) % len(self.pairs)
+            try:
+                return self.sample(i, epoch)
+            except KeyError as err:
+                logger.warning(
+                    "pair %d (image %d, caption %d): record %s missing from the corpus; using pair %d",
+                    i,
+                    self.pairs[i, 0],
+                    self.pairs[i, 1],
+                    err,
+                    (i + 1) % len(self.pairs),
+                )
+        raise DataError(f"8 consecutive pairs from index {index} have records missing from the corpus")
+
+    @abstractmethod
+    def sample(self, index: int, epoch: int) -> dict:
+        """One training sample of pair ``index`` in ``epoch``."""
 
 class Stage1Dataset(PairDataset):
     """Masked (image view, caption variant) pairs with 50% mismatched captions (Eq. 3, 4)."""

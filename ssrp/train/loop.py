@@ -116,8 +116,9 @@ def build_data(cfg: TrainConfig, corpus: str, info: DistInfo):
     sampler = BucketBatchSampler(
         lengths, cfg.optim.batch_size, info.rank, info.world_size, cfg.seed, cfg.data.bucket_batches
     )
-    workers = cfg.data.num_workers if cfg.data.num_workers >= 0 else auto_workers()
-    if cfg.data.num_workers < 0:
+    workers = cfg.data.num_workers
+    if workers < 0:
+        workers = auto_workers()
         logger.info("data.num_workers=auto: %d loader workers per rank", workers)
     loader = build_loader(dataset, sampler, Collate(cfg.stage, cfg.data.pad_id), workers, pin=info.device.type == "cuda")
     return sampler, loader

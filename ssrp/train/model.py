@@ -256,18 +256,10 @@ class TextEmbeddings(nn.Module):
         self.norm = nn.LayerNorm(cfg.hidden, eps=cfg.layer_norm_eps)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, input_ids: Tensor, layout: Layout | None = None) -> Tensor:
-        """``[B, L, H]``; with an unpadding ``layout``, only the real positions' ``[N, H]`` rows."""
-        if layout is not None:
-            input_ids = input_ids[:, : layout.length]
-        if layout is None or layout.index is None:
-            positions = torch.arange(input_ids.shape[1], device=input_ids.device)
-            x = self.word(input_ids) + self.position(positions)[None] + self.segment.weight[0]
-            x = self.drop(self.norm(x))
-            return x if layout is None else layout.rows(x)
-        ids = layout.rows(input_ids[..., None]).squeeze(1)
-        x = self.word(ids) + self.position(layout.positions()) + self.segment.weight[0]
-        return self.drop(self.norm(x))
+    def forward(self, input_ids: Tensor, layout: Layout) -> Tensor:
+        """The ``[N, H]`` rows of the layout's real positions."""
+        ids, positions = layout.rows(input_ids[..., None]).squeeze(1), layout.positions()
+        return self.drop(self.norm(self.word(ids) + self.position(positions) + self.segment.weight[0]))
 
 
 class ObjectEmbeddings(nn.Module):

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ssrp.train.checkpoint import load_checkpoint, model_config_of
+from ssrp.train.checkpoint import RESUMABLE_CHANGES, load_checkpoint, model_config_of
 from ssrp.train.config import TrainConfig
 from ssrp.train.distributed import DistInfo, all_reduce_sum, gather_with_grad
 from ssrp.train.heads import Stage1Model, Stage2Heads
@@ -71,7 +71,9 @@ def resolve_config(cfg: TrainConfig, corpus: str | None, bert: str | None, init:
     model, data = cfg.model, cfg.data
     if init:
         ckpt = load_checkpoint(init)
-        model = dataclasses.replace(model_config_of(ckpt), unpad=cfg.model.unpad)  # unpad: how, not what
+        # the stage-1 model, run the way this config says (settings of how, not of what: RESUMABLE_CHANGES)
+        how = [k.removeprefix("model.") for k in RESUMABLE_CHANGES if k.startswith("model.")]
+        model = dataclasses.replace(model_config_of(ckpt), **{k: getattr(cfg.model, k) for k in how})
         if model.variant != cfg.model.variant:
             raise ValueError(
                 f"--init {init} is an SSRP-{model.variant} checkpoint but --variant is {cfg.model.variant}"

@@ -224,6 +224,7 @@ def test_reader_opens_lazily_and_survives_fork(corpus):
 def test_reader_pickles_without_handles(corpus):
     reader = CorpusReader(corpus)
     reader.image(1)
+    # Beam ships stages to workers by pickling them: round-trip the object built here (no file is read)
     clone = pickle.loads(pickle.dumps(reader))
     assert clone._envs == {} and np.array_equal(clone.image(1).boxes, reader.image(1).boxes)
 

@@ -127,7 +127,7 @@ def test_stanza_tokenizer_path_parses_one_document_per_caption(neural_parser):
 def test_parser_pickles_as_its_config_only(tiny_parser, tiny_cfg):
     blob = pickle.dumps(tiny_parser)
     assert len(blob) < 2000
-    copy = pickle.loads(blob)
+    copy = pickle.loads(blob)  # Beam pickles stages for its workers; the blob was made just above, not read
     assert copy.cfg == tiny_cfg and not copy.loaded
     with pytest.raises(RuntimeError, match="load"):
         copy(records(["A dog."]))

@@ -144,6 +144,7 @@ def test_compiled_encoder_gives_the_eager_losses_and_keeps_parameter_names(corpu
         cfg = resolve_config(make_config("stage1", "cross", "tiny", overrides), corpus, bert_dir, None)
         torch.manual_seed(0)
         run = build_run(cfg, DistInfo(device=torch.device("cpu")), total_steps=10, bert=bert_dir)
+        assert (getattr(run.model.encoder, "_compiled_call_impl", None) is not None) == compiled
         total, terms = compute_losses(run, ddp_batch("stage1", corpus, cfg, range(8)))
         total.backward()
         results.append((total.item(), {k: p.grad for k, p in run.model.named_parameters() if p.grad is not None}))

@@ -207,7 +207,7 @@ def test_bert_weights_reproduce_hugging_face_bert(bert_dir):
     with torch.no_grad():
         out = hf(input_ids=ids, output_hidden_states=True)
         layout = Layout(torch.ones(2, 7, dtype=torch.bool))
-        x = layout.rows(model.encoder.text_embeddings(ids))
+        x = model.encoder.text_embeddings(ids, layout)
         for layer in model.encoder.text_layers:
             x = layer(x, layout)
         x = layout.grid(x)
