@@ -22,6 +22,15 @@ def to_dict(cfg: Any) -> Any:
     return cfg
 
 
+def config_identity(cfg: Any) -> Any:
+    """``to_dict(cfg)`` without the fields each dataclass lists in its ``RUNTIME`` (settings of where or how
+    fast, not of what), at any depth: what a corpus records and hashes as its config."""
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+        runtime = getattr(type(cfg), "RUNTIME", frozenset())
+        return {f.name: config_identity(getattr(cfg, f.name)) for f in dataclasses.fields(cfg) if f.name not in runtime}
+    return to_dict(cfg)
+
+
 def canonical_json(value: Any) -> str:
     return json.dumps(to_dict(value), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 

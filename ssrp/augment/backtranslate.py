@@ -31,7 +31,7 @@ import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from ssrp.corpus.records import TextRecord, text_key
 from ssrp.deadletter import DeadLetter, RecordFailure, is_dead
@@ -46,6 +46,10 @@ _WHITESPACE_CONTROLS = {"\t", "\n", "\r"}
 @dataclass(frozen=True)
 class BackTranslateConfig:
     """Settings of the back-translation stage; the defaults are the ones docs/backtranslation.md argues for."""
+    # settings of where and how fast, not of what: left out of a corpus's config (ssrp.config.config_identity)
+    RUNTIME: ClassVar[frozenset[str]] = frozenset(
+        {"models_dir", "device", "max_tokens", "max_sentences", "trusted_sha256", "sort_by_length"}
+    )
 
     models_dir: str = ""  # the models directory holding translation/{en-de,de-en,en-ru,ru-en}
     pivots: tuple[str, ...] = PIVOTS  # paper: German and Russian

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 CAFFE_PIXEL_MEAN_BGR = (102.9801, 115.9465, 122.7717)
 PRECISIONS = ("auto", "fp32", "tf32", "fp16", "bf16")
@@ -111,6 +111,7 @@ class PreprocessConfig:
 @dataclass(frozen=True)
 class RPNConfig:
     """Caffe ``proposal_layer.py`` at test time."""
+    RUNTIME: ClassVar[frozenset[str]] = frozenset({"early_stop_nms"})  # same proposals either way
 
     pre_nms_topk: int = 6000  # RPN.PRE_NMS_TOPK_TEST (Caffe TEST.RPN_PRE_NMS_TOP_N)
     post_nms_topk: int = 300  # RPN.POST_NMS_TOPK_TEST (Caffe TEST.RPN_POST_NMS_TOP_N)
@@ -131,6 +132,7 @@ class RPNConfig:
 @dataclass(frozen=True)
 class RoIConfig:
     """RoI max pooling on res4 (Caffe ``roi_pool5``)."""
+    RUNTIME: ClassVar[frozenset[str]] = frozenset({"chunk"})  # how many RoIs per call
 
     pooler_resolution: int = 14  # ROI_BOX_HEAD.POOLER_RESOLUTION (Caffe pooled_w/h)
     pooler_type: str = "ROIPool"  # ROI_BOX_HEAD.POOLER_TYPE: Caffe ROIPooling = torchvision roi_pool
@@ -146,6 +148,7 @@ class RoIConfig:
 @dataclass(frozen=True)
 class SelectConfig:
     """Caffe ``generate_tsv.py``: which proposals become the image's regions."""
+    RUNTIME: ClassVar[frozenset[str]] = frozenset({"method"})  # both methods select the same regions
 
     nms_thresh: float = 0.3  # ROI_HEADS.NMS_THRESH_TEST (Caffe TEST.NMS), per class on the proposal boxes
     conf_thresh: float = 0.2  # ROI_HEADS.SCORE_THRESH_TEST (generate_tsv conf_thresh) on max_conf
@@ -180,6 +183,8 @@ class DecodeConfig:
 @dataclass(frozen=True)
 class FeaturesConfig:
     """Everything the extractor stage needs; cheap and picklable."""
+    # settings of where and how fast, not of what: left out of a corpus's config (ssrp.config.config_identity)
+    RUNTIME: ClassVar[frozenset[str]] = frozenset({"models_dir", "device", "trunk_batch", "verify_weights"})
 
     models_dir: str = ""  # holds detector/ (from `ssrp models fetch detector` or `ssrp models tiny`)
     device: str = "auto"  # auto | cpu | cuda | cuda:N

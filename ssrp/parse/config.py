@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import ClassVar
 
 TOKENIZERS = ("auto", "stanza", "pretokenized")
 MULTI_SENTENCE = ("attach", "virtual_root", "reject")
@@ -11,6 +12,11 @@ MULTI_SENTENCE = ("attach", "virtual_root", "reject")
 
 @dataclass(frozen=True)
 class ParseConfig:
+    # settings of where and how fast, not of what: left out of a corpus's config (ssrp.config.config_identity)
+    RUNTIME: ClassVar[frozenset[str]] = frozenset(
+        {"models_dir", "parser_dir", "vocab_path", "device", "chunk_size", "pos_batch_size", "depparse_batch_size",
+         "fast_decode"}
+    )
     # where `ssrp models fetch parser` / `ssrp models tiny` put the models
     models_dir: str = "models"
     # the Stanza package directory; "" means models_dir/parser

@@ -17,7 +17,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from ssrp.config import to_dict
+from ssrp.config import config_identity, to_dict
 from ssrp.corpus import (
     IMAGE,
     INDEX,
@@ -127,7 +127,7 @@ def parse_corpus(in_root: str, out_root: str, cfg: ParseConfig, progress: bool =
     manifest = reader.manifest
     plan = CorpusPlan(
         num_shards={k: v["num_shards"] for k, v in manifest["kinds"].items()},
-        config={**manifest.get("config", {}), "parse": to_dict(cfg) | {"models_dir": "", "parser_dir": "", "vocab_path": ""}},
+        config={**manifest.get("config", {}), "parse": config_identity(cfg)},
         models={**manifest.get("models", {}), "parse": model_identity(cfg)},
     )
     writer = CorpusWriter(out_root, plan)

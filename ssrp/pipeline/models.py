@@ -5,13 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ssrp.config import to_dict
+from ssrp.config import config_identity
 from ssrp.pipeline.config import BuildConfig
-
-# settings that say where or how fast, not what: left out of the corpus's config hash
-_RUNTIME_KEYS = {"models_dir", "parser_dir", "vocab_path", "device", "trunk_batch", "chunk_size", "pos_batch_size",
-                 "depparse_batch_size", "max_tokens_per_batch", "max_sentences", "max_tokens", "trusted_sha256",
-                 "verify_weights", "sort_by_length", "chunk", "early_stop_nms", "method", "fast_decode"}
 
 
 def _tuples(settings: dict[str, Any]) -> dict[str, Any]:
@@ -66,20 +61,14 @@ def make_parser(cfg: BuildConfig):
     return Parser(parse_config(cfg))
 
 
-def _strip_runtime(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _strip_runtime(v) for k, v in value.items() if k not in _RUNTIME_KEYS}
-    return value
-
-
 def resolved_config(cfg: BuildConfig) -> dict:
     """Every setting that decides the corpus's bytes, defaults included (hashed into the manifest)."""
     out = {"split": cfg.split, "stages": list(cfg.stages), "max_images": cfg.max_images, "seed": cfg.seed,
-           "features": _strip_runtime(to_dict(views_config(cfg) if cfg.has("views") else features_config(cfg)))}
+           "features": config_identity(views_config(cfg) if cfg.has("views") else features_config(cfg))}
     if cfg.has("translate"):
-        out["translate"] = _strip_runtime(to_dict(translate_config(cfg)))
+        out["translate"] = config_identity(translate_config(cfg))
     if cfg.has("parse"):
-        out["parse"] = _strip_runtime(to_dict(parse_config(cfg)))
+        out["parse"] = config_identity(parse_config(cfg))
     return out
 
 

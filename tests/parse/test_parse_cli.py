@@ -97,3 +97,15 @@ def test_corpus_is_rewritten_with_parses(corpus, tiny_models, tmp_path):
         assert reader.manifest == manifest
     with pytest.raises(ConfigMismatchError, match="max_tokens"):
         run(argv + ["--set", "max_tokens=20"])
+
+
+def test_config_identity_keeps_what_changes_the_parses():
+    """A corpus records its parse config without the settings of where and how fast (``ParseConfig.RUNTIME``):
+    the pipeline and ``ssrp parse`` both hash this."""
+    from ssrp.config import config_identity
+    from ssrp.parse.config import ParseConfig
+
+    base = config_identity(ParseConfig())
+    assert config_identity(ParseConfig(fast_decode=False, chunk_size=7, models_dir="elsewhere")) == base
+    assert config_identity(ParseConfig(max_tokens=20)) != base  # the WordPiece cap changes the records
+
