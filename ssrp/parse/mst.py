@@ -31,7 +31,7 @@ _NEG = float("-inf")
 
 def _find_cycle(heads) -> list[int] | None:
     """The nodes of one cycle in a head array (node 0 is the root and heads itself), or None."""
-    parent = heads.tolist() if isinstance(heads, np.ndarray) else list(heads)
+    parent = list(heads)
     state = [0] * len(parent)  # 0 unvisited, 1 on the current path, 2 done
     state[0] = 2
     for start in range(1, len(parent)):

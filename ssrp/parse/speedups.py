@@ -26,6 +26,7 @@ without them is compared on the sample captions.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import importlib
 import sys
@@ -53,28 +54,22 @@ def long_tensor(tokens_list, batch_size, pad_id=0):
     import torch
     from stanza.models.common.data import get_long_tensor
 
-    rows = tokens_list
-    if not rows or len(rows) != batch_size or not isinstance(rows[0], list):
+    if not tokens_list or len(tokens_list) != batch_size or not isinstance(tokens_list[0], list):
         return get_long_tensor(tokens_list, batch_size, pad_id)
-    flat = list(chain.from_iterable(rows))
-    if not flat or isinstance(flat[0], list):
-        return get_long_tensor(tokens_list, batch_size, pad_id)
-    lens = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
     try:
-        ids = np.array(flat)
+        ids = np.array(list(chain.from_iterable(tokens_list)))
     except ValueError:  # ragged nesting
-        ids = None
-    if ids is None or ids.ndim != 1 or ids.dtype.kind not in "iub":  # not plain ids: Stanza's function decides
         return get_long_tensor(tokens_list, batch_size, pad_id)
+    if ids.ndim != 1 or ids.dtype.kind not in "iub":  # no ids, nested deeper, not ids: Stanza's function decides
+        return get_long_tensor(tokens_list, batch_size, pad_id)
+    lens = np.fromiter(map(len, tokens_list), dtype=np.int64, count=batch_size)
     longest = int(lens.max())
     out = np.full((batch_size, longest), pad_id, dtype=np.int64)
     out[np.arange(longest) < lens[:, None]] = ids  # row-major: row i gets its ids, then padding
     return torch.from_numpy(out)
 
 
-_LOOKUP_KIND: dict[type, tuple[str, str]] = {}  # vocabulary class -> (kind, Stanza's UNK unit), see _lookup_kind
-
-
+@functools.cache
 def _lookup_kind(cls: type) -> tuple[str, str]:
     """(kind, UNK unit): kind "base" if ``cls.unit2id`` is exactly BaseVocab's (normalise: None stays None,
     else lowercase if ``lower``; then the id or UNK's id), "word" for pos.WordVocab's (the same unless the
@@ -91,10 +86,7 @@ def _lookup_kind(cls: type) -> tuple[str, str]:
 
 def vocab_map(self, units):
     """``BaseVocab.map`` (``[self.unit2id(u) for u in units]``) without two Python calls per unit."""
-    cached = _LOOKUP_KIND.get(type(self))
-    if cached is None:
-        cached = _LOOKUP_KIND[type(self)] = _lookup_kind(type(self))
-    kind, unk_unit = cached
+    kind, unk_unit = _lookup_kind(type(self))
     ids = self._unit2id
     unk = ids.get(unk_unit) if kind else None
     if unk is None or (kind == "word" and self.ignore):
