@@ -32,7 +32,7 @@ IMAGE ?= ssrp-worker:latest
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP):  # named by the content hash of pyproject.toml and Makefile: no mtime prerequisites
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade "pip>=24" setuptools wheel
 	# torch first, pinned: the same pins give the CUDA builds on a user's machine

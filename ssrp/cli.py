@@ -53,15 +53,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_HANDLER = "ssrp-cli"
+
+
 def setup_logging(verbose: int, quiet: bool) -> None:
     """Configure the ``ssrp`` logger only: never the root logger or third-party loggers."""
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
     logger = logging.getLogger("ssrp")
     logger.setLevel(level)
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
-        logger.addHandler(handler)
+    for old in [h for h in logger.handlers if h.get_name() == _HANDLER]:  # an earlier main() in this process
+        logger.removeHandler(old)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.set_name(_HANDLER)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    logger.addHandler(handler)
     logger.propagate = False
     # Libraries that log their whole config at INFO (fairseq) or chat on import (Beam, Stanza): their
     # own loggers go to WARNING unless -vv asks for everything.
@@ -70,6 +75,9 @@ def setup_logging(verbose: int, quiet: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. A failure prints one line (``ssrp CMD: error: ...``) and exits 2; ``-vv`` re-raises it
+    with its traceback. Commands return 1 for a finding (a corpus that fails verification, counts that do not
+    add up)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -81,11 +89,23 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, RuntimeError, FileNotFoundError) as err:
+    except Exception as err:  # noqa: BLE001 - every failure is one clear line; -vv shows the traceback
         if args.verbose > 1:
             raise
-        print(f"ssrp {args.command}: error: {err}", file=sys.stderr)
-        return 1
+        print(f"ssrp {args.command}: error: {one_line(err)}", file=sys.stderr)
+        return 2
+
+
+def one_line(err: BaseException) -> str:
+    """The message of an error as one line. A DataLoader worker's error carries the worker's traceback in its
+    message: its last line is the original error."""
+    text = str(err.args[0] if isinstance(err, KeyError) and err.args else err).strip() or type(err).__name__
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if "Original Traceback" in text:
+        return lines[-1]
+    known = isinstance(err, (ValueError, RuntimeError, OSError, LookupError))
+    first = lines[0] if lines else text
+    return first if known else f"{type(err).__name__}: {first}"
 
 
 if __name__ == "__main__":

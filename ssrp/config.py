@@ -6,6 +6,7 @@ import ast
 import dataclasses
 import hashlib
 import json
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -51,30 +52,53 @@ def diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
 
 
 def with_overrides(cfg: T, overrides: list[str]) -> T:
-    """Apply ``a.b=value`` overrides to a frozen dataclass config (literal_eval, type-checked)."""
+    """Apply ``a.b=value`` overrides (command-line strings, read with literal_eval) to a frozen dataclass config."""
+    settings = {}
     for item in overrides:
         name, sep, raw = item.partition("=")
-        if not sep:
+        if not sep or not name:
             raise ValueError(f"override {item!r} must look like name=value")
-        cfg = _set(cfg, name.split("."), raw, item)
+        settings[name] = parse_value(raw)
+    return with_settings(cfg, settings)
+
+
+def parse_value(raw: str) -> Any:
+    """A command-line value: a Python literal (3, 0.5, True, (1, 2), 'x') or, failing that, the string itself."""
+    try:
+        return ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        return raw
+
+
+def with_settings(cfg: T, settings: Mapping[str, Any]) -> T:
+    """Apply ``{"a.b": value}`` settings to a frozen dataclass config, each type-checked against the field's
+    current value (ints widen to floats, lists become tuples; nothing else converts). Every problem is a
+    ValueError naming the setting; the config's own validation runs on the result."""
+    for name, value in settings.items():
+        try:
+            cfg = _set(cfg, name.split("."), value, name)
+        except TypeError as err:  # a dataclass refusing the value in __post_init__ arithmetic, say
+            raise ValueError(f"setting {name}={value!r}: {err}") from None
     return cfg
 
 
-def _set(cfg: Any, path: list[str], raw: str, item: str) -> Any:
+def _set(cfg: Any, path: list[str], value: Any, name: str) -> Any:
+    if not (dataclasses.is_dataclass(cfg) and not isinstance(cfg, type)):
+        raise ValueError(f"setting {name!r}: {'.'.join(path)} is not a group of settings")
     names = {f.name for f in dataclasses.fields(cfg)}
     if path[0] not in names:
-        raise ValueError(f"override {item!r}: unknown setting {path[0]!r}; known: {sorted(names)}")
+        raise ValueError(f"unknown setting {name!r}; known here: {sorted(names)}")
     current = getattr(cfg, path[0])
     if len(path) > 1:
-        return dataclasses.replace(cfg, **{path[0]: _set(current, path[1:], raw, item)})
-    try:
-        value = ast.literal_eval(raw)
-    except (ValueError, SyntaxError):
-        value = raw
+        return dataclasses.replace(cfg, **{path[0]: _set(current, path[1:], value, name)})
+    return dataclasses.replace(cfg, **{path[0]: _typed(current, value, name)})
+
+
+def _typed(current: Any, value: Any, name: str) -> Any:
     if isinstance(current, tuple) and isinstance(value, list):
         value = tuple(value)
     if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
-    if current is not None and not isinstance(value, type(current)):
-        raise ValueError(f"override {item!r}: expected {type(current).__name__}, got {type(value).__name__}")
-    return dataclasses.replace(cfg, **{path[0]: value})
+    if current is None or isinstance(value, type(current)) and isinstance(value, bool) == isinstance(current, bool):
+        return value
+    raise ValueError(f"setting {name}={value!r}: expected {type(current).__name__}, got {type(value).__name__}")

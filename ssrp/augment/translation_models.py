@@ -20,10 +20,14 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ssrp.augment import translation_trust as trust
-from ssrp.models.hub import ModelSource, RemoteFile
+from ssrp.fileutil import sha256_file
+from ssrp.models.hub import Fetched, ModelSource, RemoteFile, UntrustedFileError, safe_extract
+from ssrp.models.trust import CHECKSUMS_FILE, record_checksums
 
 logger = logging.getLogger(__name__)
 
@@ -55,18 +59,18 @@ DIRECTIONS: dict[str, Direction] = {
 }
 
 # fairseq publishes no checksums for these archives (searched: fairseq README/hub list, issues): sha256=None,
-# so `ssrp models fetch` logs the computed digest, and the post-fetch step signs the model.pt digests.
+# so an archive is trusted only when ssrp downloaded it (ssrp.models.hub: trust on first download), and the
+# post-fetch step signs the digest of each model.pt it unpacked from such an archive in the same call.
 SOURCE = ModelSource(
     name=NAME,
     description="fairseq WMT19 single models en-de, de-en, en-ru, ru-en (Ng et al. 2019) for back-translation",
     files=tuple(
-        RemoteFile(url=BASE_URL + d.archive, dest=f"{d.name}/{d.archive}", sha256=None, unpack=True)
-        for d in DIRECTIONS.values()
+        RemoteFile(url=BASE_URL + d.archive, dest=f"{d.name}/{d.archive}", sha256=None) for d in DIRECTIONS.values()
     ),
     post_fetch="ssrp.augment.translation_models:finish_fetch",
     notes=(
-        "No sha256 is published for the archives; the fetch step records each model.pt's sha256 in a signed "
-        "checksums.json that the loader trusts (docs/backtranslation.md, 'Trust model').",
+        "No sha256 is published for the archives: ssrp trusts an archive it downloaded itself (recorded in a signed "
+        "checksums.json) and signs each model.pt it unpacks from one (docs/backtranslation.md, 'Trust model').",
         "The archives (about 1 GB each) may be deleted after the fetch; a refetch downloads them again.",
     ),
 )
@@ -102,29 +106,41 @@ def check_layout(root: str, direction: Direction) -> str:
 # After the download.
 
 
-def finish_fetch(model_dir: str) -> dict:
-    """Post-fetch step: move each unpacked archive's files up into ``<direction>/``, check them and
-    sign the sha256 of every model.pt into checksums.json (the download itself was HTTPS from the
-    official host; that is the trust root for unpinned files)."""
+def finish_fetch(model_dir: str, fetched: Sequence[Fetched]) -> dict:
+    """Post-fetch step: unpack each direction's archive, verified in this very call (downloaded now, or
+    matching ssrp's own signed record of an earlier download, or named by --trust-existing), into a fresh
+    folder; move its files into ``<direction>/``; check them; sign the sha256 of every model.pt so unpacked.
+    A model.pt that did not come out of such an archive is never signed."""
+    archives = {f.rel: f for f in fetched}
     files = {}
     for d in DIRECTIONS.values():
+        archive = archives.get(f"{d.name}/{d.archive}")
+        if archive is None:
+            raise UntrustedFileError(f"{d.name}: its archive was not checked in this fetch; nothing is signed")
         folder = os.path.join(model_dir, d.name)
-        _flatten_unpacked(os.path.join(folder, d.folder), folder)
-        check_layout(model_dir, d)
+        _install_archive(archive.path, folder, d)
         _check_bpecodes_language(folder, d)
-        digest = trust.sha256_file(os.path.join(folder, "model.pt"))
-        files[f"{d.name}/model.pt"] = {"sha256": digest, "source": BASE_URL + d.archive}
+        digest = sha256_file(os.path.join(folder, "model.pt"))
+        files[f"{d.name}/model.pt"] = {"sha256": digest, "source": BASE_URL + d.archive, "archive_sha256": archive.sha256}
         logger.info("%s/model.pt sha256 %s", d.name, digest)
-    trust.write_checksums(model_dir, files, written_by="ssrp models fetch translation")
+    record_checksums(model_dir, files, written_by="ssrp models fetch translation")
     return files
 
 
-def _flatten_unpacked(unpacked: str, folder: str) -> None:
-    if not os.path.isdir(unpacked):
-        return
-    for name in os.listdir(unpacked):
-        os.replace(os.path.join(unpacked, name), os.path.join(folder, name))
-    shutil.rmtree(unpacked)
+def _install_archive(archive: str, folder: str, d: Direction) -> None:
+    """Unpack into a fresh scratch folder, then move the direction's files into place (replacing any)."""
+    scratch = tempfile.mkdtemp(prefix=".unpack-", dir=folder)
+    try:
+        safe_extract(archive, scratch)
+        unpacked = os.path.join(scratch, d.folder)
+        source = unpacked if os.path.isdir(unpacked) else scratch
+        missing = [f for f in required_files(d) if not os.path.isfile(os.path.join(source, f))]
+        if missing:
+            raise FileNotFoundError(f"{archive} lacks {', '.join(missing)}: not a WMT19 {d.name} model archive")
+        for name in os.listdir(source):
+            os.replace(os.path.join(source, name), os.path.join(folder, name))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _check_bpecodes_language(folder: str, d: Direction) -> None:
@@ -149,7 +165,7 @@ def model_digests(models_dir: str) -> dict[str, str]:
     check: loading verifies the files themselves."""
     import json
 
-    path = os.path.join(translation_dir(models_dir), trust.CHECKSUMS_FILE)
+    path = os.path.join(translation_dir(models_dir), CHECKSUMS_FILE)
     if not os.path.exists(path):
         return {}
     with open(path, encoding="utf-8") as fh:

@@ -17,8 +17,9 @@ import os
 import tempfile
 from collections import Counter
 
-from ssrp.augment import translation_trust as trust
 from ssrp.augment.translation_models import DIRECTIONS, NAME, Direction
+from ssrp.fileutil import sha256_file
+from ssrp.models.trust import write_checksums
 
 logger = logging.getLogger(__name__)
 
@@ -72,9 +73,9 @@ def build_tiny_models(models_dir: str) -> dict:
         _write_lines(os.path.join(folder, "bpecodes"), [f"{a} {b} {n}" for a, b, n in codes[pivot]])
         _write_dicts(folder, d, codes[pivot])
         _write_checkpoint(folder, d)
-        digest = trust.sha256_file(os.path.join(folder, "model.pt"))
+        digest = sha256_file(os.path.join(folder, "model.pt"))
         files[f"{d.name}/model.pt"] = {"sha256": digest, "source": "build_tiny"}
-    trust.write_checksums(root, files, written_by="ssrp.augment.translation_models:build_tiny")
+    write_checksums(root, files, written_by="ssrp.augment.translation_models:build_tiny")
     logger.info("tiny translation models written under %s", root)
     return {"dir": root, "files": files}
 

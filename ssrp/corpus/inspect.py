@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 
 import lmdb
 import numpy as np
 
+from ssrp.config import config_hash
 from ssrp.corpus.reader import CorpusError, CorpusReader, load_manifest
 from ssrp.corpus.records import IMAGE, INDEX, TEXT, RecordError, decode, parse_key, stable_shard, text_key
 from ssrp.corpus.shards import acquire_shard, file_sha256, release_shard
@@ -26,13 +28,15 @@ class VerifyReport:
 
 
 def verify(root: str, deep: bool = True) -> VerifyReport:
-    """Check checksums, counts and the schema of every record; collect every problem found."""
+    """Check the manifest's own sums and config hash, every shard's size and sha256, and (``deep``) every
+    record's key, crc32 and schema and the per-view/variant counts; collect every problem found."""
     report = VerifyReport(root)
     try:
         manifest = load_manifest(root)
     except CorpusError as err:
         report.problems.append(str(err))
         return report
+    report.problems += _manifest_problems(manifest)
     caption_ids: set[int] = set()
     index_caption_ids: set[int] = set()
     for kind, info in manifest.get("kinds", {}).items():
@@ -49,6 +53,25 @@ def verify(root: str, deep: bool = True) -> VerifyReport:
     return report
 
 
+def _manifest_problems(manifest: dict) -> list[str]:
+    """The manifest against itself: its config hash against its config, each kind's totals against its shards."""
+    problems = []
+    expected = config_hash({k: manifest.get(k) for k in ("config", "num_shards", "models")})
+    if manifest.get("config_hash") != expected:
+        problems.append(f"manifest: config_hash {manifest.get('config_hash')} does not match its config ({expected})")
+    for kind, info in manifest.get("kinds", {}).items():
+        shards = info.get("shards", [])
+        records = sum(s.get("records", 0) for s in shards)
+        if info.get("records") != records:
+            problems.append(f"{kind}: manifest says {info.get('records')} records, its shards hold {records}")
+        counts: Counter[str] = Counter()
+        for s in shards:
+            counts.update(s.get("counts", {}))
+        if dict(info.get("counts", {})) != dict(counts):
+            problems.append(f"{kind}: manifest counts {info.get('counts')} differ from its shards' {dict(sorted(counts.items()))}")
+    return problems
+
+
 def _verify_shard(root, shard, kind, deep, caption_ids, index_caption_ids, report) -> list[str]:
     path = os.path.join(root, shard["name"])
     if not os.path.exists(path):
@@ -62,6 +85,7 @@ def _verify_shard(root, shard, kind, deep, caption_ids, index_caption_ids, repor
         return []
     problems: list[str] = []
     count = 0
+    subtypes: Counter[str] = Counter()
     try:
         env = acquire_shard(path)
     except lmdb.Error as err:
@@ -71,7 +95,10 @@ def _verify_shard(root, shard, kind, deep, caption_ids, index_caption_ids, repor
             for raw_key, value in txn.cursor():
                 count += 1
                 key = raw_key.decode("ascii", "replace")
-                problems += _verify_record(key, value, kind, shard, caption_ids, index_caption_ids)
+                new = _verify_record(key, value, kind, shard, caption_ids, index_caption_ids)
+                if not new:
+                    subtypes[parse_key(key)[2] or kind] += 1
+                problems += new
                 if len(problems) > 20:
                     problems.append("too many problems; stopping this shard")
                     break
@@ -80,6 +107,8 @@ def _verify_shard(root, shard, kind, deep, caption_ids, index_caption_ids, repor
     report.records_checked += count
     if count != shard["records"]:
         problems.append(f"{count} records, manifest says {shard['records']}")
+    elif dict(subtypes) != dict(shard.get("counts", {})):
+        problems.append(f"records per view/variant {dict(sorted(subtypes.items()))}, manifest says {shard.get('counts')}")
     return problems
 
 

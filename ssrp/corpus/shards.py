@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from dataclasses import dataclass, field
 import lmdb
 
 from ssrp.corpus.records import KINDS, parse_key, stable_shard
+from ssrp.fileutil import scratch_dir
 from ssrp.fileutil import sha256_and_size as file_sha256
 
 logger = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ def _stage(items: Iterable[tuple[str, bytes]], spec: ShardSpec, workdir: str) ->
 
 def build_shard(items: Iterable[tuple[str, bytes]], spec: ShardSpec, out_path: str) -> ShardInfo:
     """Write the records of one shard to ``out_path`` (a single LMDB file) and describe it."""
-    workdir = tempfile.mkdtemp(prefix="ssrp-shard-")
+    workdir = scratch_dir("shard")
     try:
         staging, duplicates, payload = _stage(items, spec, workdir)
         counts: Counter[str] = Counter()

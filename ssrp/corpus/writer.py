@@ -10,7 +10,8 @@ Layout of a corpus directory::
 
 A shard is built on local disk, copied to a unique temporary name at the destination, then
 renamed into place; its marker is written after the rename, so a marker means a complete shard.
-A rerun skips shards whose marker exists; a rerun with a different config is refused.
+A rerun skips a shard only when its marker is readable and the file still has the marker's size and
+sha256 (a corrupt shard is rebuilt); a rerun with a different config or over different inputs is refused.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -29,6 +29,7 @@ from ssrp import __version__
 from ssrp.config import canonical_json, config_hash, diff_keys
 from ssrp.corpus.records import FORMAT_VERSION, KINDS
 from ssrp.corpus.shards import ShardInfo, ShardSpec, build_shard
+from ssrp.fileutil import atomic_write_text, scratch_dir, sha256_and_size
 
 logger = logging.getLogger(__name__)
 
@@ -60,14 +61,7 @@ class Storage:
             return fh.read()
 
     def write_text_atomic(self, name: str, text: str) -> None:
-        final = self.path(name)
-        os.makedirs(os.path.dirname(final) or ".", exist_ok=True)
-        tmp = f"{final}.tmp-{uuid.uuid4().hex}"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, final)
+        atomic_write_text(self.path(name), text)
 
     def put_file(self, local_path: str, name: str) -> None:
         """Copy a local file to ``name`` (a temporary name: the caller renames it into place)."""
@@ -84,6 +78,12 @@ class Storage:
         if self.exists(name):
             os.remove(self.path(name))
 
+    def size(self, name: str) -> int:
+        return os.path.getsize(self.path(name))
+
+    def sha256(self, name: str) -> str:
+        return sha256_and_size(self.path(name))[0]
+
     def remove_orphans(self) -> int:
         removed = 0
         for dirpath, _, files in os.walk(self.root):
@@ -96,11 +96,13 @@ class Storage:
 
 @dataclass(frozen=True)
 class CorpusPlan:
-    """What a build will write: shard counts per kind, the config and the models used."""
+    """What a build will write: shard counts per kind, the config and the models used, and a fingerprint of
+    the inputs (``inputs``: recorded beside the config, compared on every rerun, not part of the config hash)."""
 
     num_shards: Mapping[str, int]
     config: Mapping[str, Any] = field(default_factory=dict)
     models: Mapping[str, Any] = field(default_factory=dict)
+    inputs: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for kind, n in self.num_shards.items():
@@ -117,7 +119,7 @@ class CorpusPlan:
         return [ShardSpec(kind, i, n) for kind, n in sorted(self.num_shards.items()) for i in range(n)]
 
     def to_json(self) -> dict:
-        return {
+        out = {
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
             "config_hash": self.config_hash,
@@ -125,6 +127,9 @@ class CorpusPlan:
             "config": json.loads(canonical_json(self.config)),
             "models": json.loads(canonical_json(self.models)),
         }
+        if self.inputs:
+            out["inputs"] = json.loads(canonical_json(self.inputs))
+        return out
 
 
 def marker_name(shard_name: str) -> str:
@@ -142,20 +147,40 @@ class CorpusWriter:
     def __init__(self, storage: Storage | str, plan: CorpusPlan):
         self.storage = Storage(storage) if isinstance(storage, str) else storage
         self.plan = plan
+        self._checked: dict[str, ShardInfo] = {}  # shards whose bytes this writer has checked or written
 
     def open(self) -> None:
-        """Refuse a destination built with another config; record the plan otherwise."""
+        """Refuse a destination built with another config or over other inputs; record the plan otherwise."""
         for name in (MANIFEST, PLAN):
             if self.storage.exists(name):
-                self._check_same_config(name)
+                old = self._read_json(name)
+                self._check_same_config(old)
+                self._check_same_inputs(old, name)
         if not self.storage.exists(PLAN):
             self.storage.write_text_atomic(PLAN, json.dumps(self.plan.to_json(), indent=1, sort_keys=True))
 
-    def _check_same_config(self, name: str) -> None:
+    def _read_json(self, name: str) -> dict:
         try:
-            old = json.loads(self.storage.read_text(name))
-        except (OSError, json.JSONDecodeError) as err:
+            return json.loads(self.storage.read_text(name))
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ConfigMismatchError(f"{self.storage.path(name)} is unreadable ({err}); choose a new output") from err
+
+    def _check_same_inputs(self, old: dict, name: str) -> None:
+        """The inputs' identity (counts, annotation digests) must match; a moved input folder is fine."""
+        before, now = old.get("inputs"), json.loads(canonical_json(self.plan.inputs))
+        if not before or not now:
+            return
+        changed = [k for k in diff_keys(before, now) if not k.startswith("paths")]
+        if changed:
+            raise ConfigMismatchError(
+                f"{self.storage.root} holds a corpus of other inputs than this run's (changed: {', '.join(changed)}; "
+                f"see inputs in {self.storage.path(name)}). Write to a new output directory, or delete the old corpus."
+            )
+        if before.get("paths") != now.get("paths"):
+            logger.warning("the inputs moved (%s -> %s) but their content is the same: resuming",
+                           before.get("paths"), now.get("paths"))
+
+    def _check_same_config(self, old: dict) -> None:
         if old.get("config_hash") != self.plan.config_hash:
             changed = diff_keys(
                 {k: old.get(k) for k in ("config", "num_shards", "models")},
@@ -167,11 +192,46 @@ class CorpusWriter:
                 "Write to a new output directory, or delete the old corpus first."
             )
 
-    def committed(self, spec: ShardSpec) -> ShardInfo | None:
+    def committed(self, spec: ShardSpec, check: str = "sha256") -> ShardInfo | None:
+        """The shard's info if it is committed and intact, else None (a corrupt shard is deleted, to be rebuilt).
+
+        ``check``: "sha256" hashes the file against its marker (before a rerun skips it), "size" compares sizes
+        only (shards this build wrote or already checked are never hashed twice by one writer).
+        """
+        if check not in ("sha256", "size"):
+            raise ValueError(f"check must be sha256 or size, got {check!r}")
         name = marker_name(spec.name)
         if not self.storage.exists(name) or not self.storage.exists(spec.name):
             return None
-        return ShardInfo.from_json(json.loads(self.storage.read_text(name)))
+        if spec.name in self._checked:
+            return self._checked[spec.name]
+        info, problem = self._read_marker(name)
+        if info is not None:
+            problem = self._shard_problem(spec, info, check)
+        if problem:
+            logger.warning("%s: %s; rebuilding it", self.storage.path(spec.name), problem)
+            self.storage.delete(name)
+            self.storage.delete(spec.name)
+            return None
+        if check == "sha256":
+            self._checked[spec.name] = info
+        return info
+
+    def _read_marker(self, name: str) -> tuple[ShardInfo | None, str]:
+        try:
+            return ShardInfo.from_json(json.loads(self.storage.read_text(name))), ""
+        except (OSError, ValueError, TypeError, UnicodeDecodeError) as err:
+            return None, f"unreadable marker {name} ({err})"
+
+    def _shard_problem(self, spec: ShardSpec, info: ShardInfo, check: str) -> str:
+        if info.name != spec.name:
+            return f"its marker describes {info.name}"
+        size = self.storage.size(spec.name)
+        if size != info.bytes:
+            return f"{size} bytes, its marker says {info.bytes} (truncated or replaced)"
+        if check == "sha256" and self.storage.sha256(spec.name) != info.sha256:
+            return "its sha256 does not match its marker (corrupted)"
+        return ""
 
     def commit_shard(
         self, spec: ShardSpec, items: Iterable[tuple[str, bytes]], report: Mapping[str, Any] | None = None
@@ -183,7 +243,7 @@ class CorpusWriter:
 
     def stage_shard(self, spec: ShardSpec, items: Iterable[tuple[str, bytes]]) -> tuple[str, ShardInfo]:
         """Phase 1: build the shard on local disk and copy it to a unique temporary name."""
-        workdir = tempfile.mkdtemp(prefix="ssrp-commit-")
+        workdir = scratch_dir("commit")
         try:
             local = os.path.join(workdir, "shard.lmdb")
             info = build_shard(items, spec, local)
@@ -207,6 +267,7 @@ class CorpusWriter:
         if report is not None:
             self.storage.write_text_atomic(report_name(spec.name), json.dumps(dict(report), sort_keys=True))
         self.storage.write_text_atomic(marker_name(spec.name), json.dumps(info.to_json(), sort_keys=True))
+        self._checked[spec.name] = info
         logger.debug("committed %s: %d records", spec.name, info.records)
 
     def report(self, spec: ShardSpec) -> dict | None:
@@ -218,7 +279,7 @@ class CorpusWriter:
         infos = []
         missing = []
         for spec in self.plan.specs():
-            info = self.committed(spec)
+            info = self.committed(spec, check="size")
             if info is None:
                 missing.append(spec.name)
             else:
@@ -246,6 +307,8 @@ def summarize_reports(reports: list[Mapping[str, Any]]) -> tuple[dict, list[dict
     A report is ``{"inputs": {"images": {"inputs": n, "written": m, "counters": {...}}, ...},
     "dead_letters": [DeadLetter as dict, ...]}``. Per input kind (``images``, ``captions``), the
     summary checks that inputs = written + dead letters; dead letters are grouped by stage and reason.
+    A dead letter of stage ``index`` (in an index shard's report) is a record its shard wrote that the index
+    cannot reach: it moves from written to dead, so "written" counts what a reader of the index sees.
     """
     summary: dict[str, dict] = {}
 
@@ -264,6 +327,8 @@ def summarize_reports(reports: list[Mapping[str, Any]]) -> tuple[dict, list[dict
             dead.append(dict(letter))
             agg = entry("images" if letter["key"].startswith("image/") else "captions")
             agg["dead_letters"] += 1
+            if letter["stage"] == "index":  # written by its shard, but unreachable from the index
+                agg["written"] -= 1
             reason = f"{letter['stage']}:{letter['reason']}"
             agg["by_reason"][reason] = agg["by_reason"].get(reason, 0) + 1
     for agg in summary.values():

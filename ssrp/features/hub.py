@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 
 import torch
 
@@ -56,8 +57,9 @@ TINY_OBJECTS = ("dog", "cat", "horse", "man", "woman", "bus", "car", "kite", "pi
 TINY_ATTRIBUTES = ("red", "blue", "green", "yellow", "white", "black", "brown", "orange", "large", "small")
 
 
-def convert_fetched(model_dir: str) -> dict:
-    """post-fetch step: the downloaded HF checkpoint -> detector.safetensors + manifest.json."""
+def convert_fetched(model_dir: str, fetched: Sequence = ()) -> dict:
+    """post-fetch step: the downloaded HF checkpoint (its sha256 pinned and checked) -> detector.safetensors +
+    manifest.json."""
     from ssrp.features.convert import convert_checkpoint
 
     return convert_checkpoint(os.path.join(model_dir, HF_CHECKPOINT), "hf", model_dir)

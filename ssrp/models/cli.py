@@ -11,6 +11,9 @@ def register(sub) -> None:
     f = msub.add_parser("fetch", help="download official weights into DIR/NAME and check their sha256")
     f.add_argument("names", nargs="+", metavar="NAME", help="detector, translation, parser, bert, or all")
     f.add_argument("--to", required=True, metavar="DIR", help="models directory")
+    f.add_argument("--trust-existing", action="append", default=[], metavar="PATH",
+                   help="use this file already on disk although it has no published checksum and ssrp did not "
+                        "download it (a file you fetched yourself); repeatable")
     f.set_defaults(func=_fetch)
     t = msub.add_parser("tiny", help="build small random-weight models in the real formats (offline)")
     t.add_argument("out", help="models directory to write")
@@ -26,7 +29,7 @@ def _fetch(args) -> int:
 
     names = sorted(SOURCES) if args.names == ["all"] else args.names
     for name in names:
-        print(f"{name}: {fetch(name, args.to)}")
+        print(f"{name}: {fetch(name, args.to, trust_existing=args.trust_existing)}")
     return 0
 
 
@@ -45,5 +48,6 @@ def _list(args) -> int:
         src = source(name)
         print(f"{name}: {src.description}")
         for f in src.files:
-            print(f"  {f.dest}  {f.url}  sha256={f.sha256 or 'not published'}")
+            pin = f"sha256={f.sha256}" if f.sha256 else f"md5={f.md5}" if f.md5 else "no published checksum"
+            print(f"  {f.dest}  {f.url}  {pin}")
     return 0

@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ssrp.models.hub import ChecksumError, ModelSource, RemoteFile
@@ -155,8 +156,9 @@ def verify_package(parser_dir: str, expected: dict[str, str] | None = None) -> d
     return out
 
 
-def finish_fetch(model_dir: str) -> None:
-    """post_fetch of the parser source: verify the md5s, then describe the package."""
+def finish_fetch(model_dir: str, fetched: Sequence = ()) -> None:
+    """post_fetch of the parser source: verify the md5s (each file was also checked against its pinned md5
+    as it was fetched), then describe the package."""
     verify_package(model_dir)
     write_manifest(
         PackageInfo(
@@ -172,7 +174,7 @@ def finish_fetch(model_dir: str) -> None:
 
 
 def _model_file(relpath: str) -> RemoteFile:
-    return RemoteFile(url=MODEL_URL.format(path=relpath), dest=f"{LANG}/{relpath}", sha256=None)
+    return RemoteFile(url=MODEL_URL.format(path=relpath), dest=f"{LANG}/{relpath}", sha256=None, md5=MD5[relpath])
 
 
 PARSER_SOURCE = ModelSource(

@@ -16,6 +16,7 @@ Shards depend only on their records, so they are byte-identical to a local run's
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Iterable, Sequence
@@ -27,9 +28,10 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInf
 
 from ssrp.corpus import INDEX, CorpusPlan, CorpusWriter, ShardSpec, Storage
 from ssrp.deadletter import DeadLetter
+from ssrp.fileutil import remove_stale_scratch
 from ssrp.pipeline.coco import ImageInput, read_coco
 from ssrp.pipeline.config import BuildConfig
-from ssrp.pipeline.plan import image_report, image_shard, index_items, text_report, text_shard
+from ssrp.pipeline.plan import image_report, image_shard, index_items, index_reports, text_report, text_shard
 from ssrp.pipeline.stages import BuildStages, CaptionResult, encode_all
 
 logger = logging.getLogger(__name__)
@@ -75,6 +77,16 @@ class BeamStorage(Storage):
     def delete(self, name: str) -> None:
         if self.exists(name):
             FileSystems.delete([self.path(name)])
+
+    def size(self, name: str) -> int:
+        return FileSystems.match([self.path(name)])[0].metadata_list[0].size_in_bytes
+
+    def sha256(self, name: str) -> str:
+        h = hashlib.sha256()
+        with FileSystems.open(self.path(name)) as fh:
+            while block := fh.read(1 << 20):
+                h.update(block)
+        return h.hexdigest()
 
     def remove_orphans(self) -> int:
         matches = FileSystems.match([self.path("**.tmp-*")])[0].metadata_list
@@ -188,6 +200,7 @@ class StageShard(beam.DoFn):
         self._out, self._plan = out, plan
 
     def setup(self) -> None:
+        remove_stale_scratch()  # staging folders of killed workers on this machine
         self._writer = CorpusWriter(storage_for(self._out), self._plan)
         self._records = Metrics.counter(NAMESPACE, "records_written")
         self._dead = Metrics.counter(NAMESPACE, "dead_letters")
@@ -247,10 +260,11 @@ class FinishCorpus(beam.DoFn):
         writer = CorpusWriter(storage_for(self._cfg.out), self._plan)
         inputs = read_coco(self._cfg.coco, self._cfg.split, open_fn=beam_open, max_images=self._cfg.max_images)
         reports = [writer.report(s) or {} for s in self._plan.specs() if s.kind != INDEX]
-        groups = index_items(inputs.images, reports, self._plan)
+        groups, dead = index_items(inputs.images, reports, self._plan)
+        index_report = index_reports(self._plan, dead)
         for spec in (s for s in self._plan.specs() if s.kind == INDEX):
             if writer.committed(spec) is None:
-                writer.commit_shard(spec, groups[spec.shard_id])
+                writer.commit_shard(spec, groups[spec.shard_id], index_report[spec.shard_id])
         yield writer.finalize()
 
 

@@ -47,34 +47,46 @@ def register(sub) -> None:
 
 
 def _stage_settings(items: list[str]) -> dict[str, dict]:
-    import ast
+    """``STAGE.KEY=VALUE`` items grouped by stage (values read as Python literals, typed when resolved)."""
+    from ssrp.config import parse_value
+    from ssrp.pipeline.config import STAGES
 
-    out: dict[str, dict] = {"features": {}, "views": {}, "translate": {}, "parse": {}}
+    out: dict[str, dict] = {stage: {} for stage in STAGES}
     for item in items:
         name, sep, raw = item.partition("=")
         stage, dot, key = name.partition(".")
-        if not sep or not dot or stage not in out:
+        if not sep or not dot or not key or stage not in out:
             raise ValueError(f"--set {item!r}: expected STAGE.KEY=VALUE with STAGE in {sorted(out)}")
-        try:
-            out[stage][key] = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            out[stage][key] = raw
+        out[stage][key] = parse_value(raw)
     return out
 
 
-def config_from_args(args):
-    from ssrp.pipeline.config import PRESETS, BuildConfig
-
+def _num_shards(items: list[str]) -> dict[str, int]:
     shards = {}
-    for item in args.num_shards:
-        kind, _, n = item.partition("=")
+    for item in items:
+        kind, sep, n = item.partition("=")
+        if not sep or not n.strip().isdigit():
+            raise ValueError(f"--num-shards {item!r}: expected KIND=N, e.g. image=64 text=16")
         shards[kind] = int(n)
-    return BuildConfig(
+    return shards
+
+
+def config_from_args(args):
+    """The build config of the command line, every stage setting resolved and type-checked (nothing runs yet)."""
+    from ssrp.fileutil import require_dir_path
+    from ssrp.pipeline.config import PRESETS, BuildConfig
+    from ssrp.pipeline.models import resolved_config
+
+    if "://" not in args.out:
+        require_dir_path(args.out, "--out")
+    cfg = BuildConfig(
         coco=args.coco, out=args.out, models=args.models, split=args.split,
         stages=tuple(args.stages) if args.stages else PRESETS[args.preset],
-        max_images=args.max_images, num_shards=shards, image_batch=args.image_batch,
+        max_images=args.max_images, num_shards=_num_shards(args.num_shards), image_batch=args.image_batch,
         caption_batch=args.caption_batch, device=args.device, **_stage_settings(args.settings),
     )
+    resolved_config(cfg)  # every --set checked against its stage's typed config before any file is written
+    return cfg
 
 
 def _build(args) -> int:

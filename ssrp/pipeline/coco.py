@@ -8,10 +8,11 @@ listed is reported.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ssrp.corpus import image_key, text_key
 from ssrp.deadletter import DeadLetter
@@ -51,6 +52,19 @@ class CocoInputs:
     images: list[ImageInput]
     captions: list[CaptionInput]
     dead_letters: list[DeadLetter]
+    annotation_sha256: dict[str, str] = field(default_factory=dict)  # file name -> sha256 of its bytes
+    root: str = ""
+
+    def fingerprint(self) -> dict:
+        """What identifies these inputs (recorded in a corpus's plan; a rerun over other inputs is refused).
+        ``paths`` is provenance only: the same content under another path is the same input."""
+        return {
+            "paths": {"coco": self.root},
+            "images": len(self.images),
+            "captions": len(self.captions),
+            "annotation_problems": len(self.dead_letters),
+            "annotations_sha256": dict(sorted(self.annotation_sha256.items())),
+        }
 
 
 def join(root: str, *parts: str) -> str:
@@ -61,12 +75,14 @@ def annotation_path(root: str, split: str) -> str:
     return join(root, "annotations", f"captions_{split}2017.json")
 
 
-def read_split(root: str, split: str, open_fn: Callable = open) -> tuple[list[ImageInput], list[dict]]:
-    """Images and raw annotations of one split (train or val)."""
+def read_split(root: str, split: str, open_fn: Callable = open) -> tuple[list[ImageInput], list[dict], str]:
+    """Images, raw annotations and the sha256 of the annotation file of one split (train or val)."""
     path = annotation_path(root, split)
     try:
         with open_fn(path, "rb") as fh:
-            doc = json.loads(fh.read().decode("utf-8"))
+            data = fh.read()
+        digest = hashlib.sha256(data).hexdigest()
+        doc = json.loads(data.decode("utf-8"))
     except FileNotFoundError as err:
         raise FileNotFoundError(f"{path}: no such annotation file; is {root} an MSCOCO 2017 root?") from err
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -84,7 +100,7 @@ def read_split(root: str, split: str, open_fn: Callable = open) -> tuple[list[Im
         )
         for img in doc["images"]
     ]
-    return images, doc["annotations"]
+    return images, doc["annotations"], digest
 
 
 def read_coco(root: str, split: str = "trainval", open_fn: Callable = open, max_images: int | None = None) -> CocoInputs:
@@ -93,8 +109,9 @@ def read_coco(root: str, split: str = "trainval", open_fn: Callable = open, max_
         raise ValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
     images: list[ImageInput] = []
     annotations: list[dict] = []
+    digests: dict[str, str] = {}
     for part in SPLITS[split]:
-        imgs, anns = read_split(root, part, open_fn)
+        imgs, anns, digests[annotation_path("", part).lstrip("/")] = read_split(root, part, open_fn)
         images += imgs
         annotations += anns
     images = _unique_images(images)
@@ -103,7 +120,7 @@ def read_coco(root: str, split: str = "trainval", open_fn: Callable = open, max_
     known = {img.image_id for img in images}
     captions, dead = _captions(annotations, known, limited=max_images is not None)
     logger.info("%s: %d images, %d captions, %d annotation problems", root, len(images), len(captions), len(dead))
-    return CocoInputs(sorted(images, key=lambda i: i.image_id), captions, dead)
+    return CocoInputs(sorted(images, key=lambda i: i.image_id), captions, dead, digests, root)
 
 
 def _unique_images(images: list[ImageInput]) -> list[ImageInput]:

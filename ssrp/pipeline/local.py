@@ -16,11 +16,13 @@ from ssrp.corpus import INDEX, CorpusWriter
 from ssrp.deadletter import DeadLetter
 from ssrp.pipeline.coco import read_coco
 from ssrp.pipeline.config import BuildConfig
+from ssrp.pipeline.lock import build_lock
 from ssrp.pipeline.plan import (
     group_captions,
     group_images,
     image_report,
     index_items,
+    index_reports,
     make_plan,
     specs_of,
     text_report,
@@ -32,7 +34,12 @@ logger = logging.getLogger(__name__)
 
 def run_local(cfg: BuildConfig, stages: BuildStages | None = None, progress: bool = True,
               open_fn: Callable = open) -> dict:
-    """Build the corpus ``cfg.out`` from ``cfg.coco``; returns the manifest."""
+    """Build the corpus ``cfg.out`` from ``cfg.coco``; returns the manifest. One build at a time per output."""
+    with build_lock(cfg.out):
+        return _run_local(cfg, stages, progress, open_fn)
+
+
+def _run_local(cfg: BuildConfig, stages: BuildStages | None, progress: bool, open_fn: Callable) -> dict:
     inputs = read_coco(cfg.coco, cfg.split, open_fn=open_fn, max_images=cfg.max_images)
     stages = stages or BuildStages(cfg, open_fn=open_fn)
     plan = make_plan(cfg, inputs, views_per_image(cfg), stages.model_identities(), stages.resolved_config())
@@ -56,10 +63,11 @@ def run_local(cfg: BuildConfig, stages: BuildStages | None = None, progress: boo
             caps, read_dead = caption_groups[spec.shard_id]
             _text_shard(writer, spec, caps, read_dead, stages, cfg, bar)
     reports = [writer.report(s) or {} for s in plan.specs() if s.kind != INDEX]
-    groups = index_items(inputs.images, reports, plan)
+    groups, dead = index_items(inputs.images, reports, plan)
+    index_report = index_reports(plan, dead)
     for spec in specs_of(plan, INDEX):
         if writer.committed(spec) is None:
-            writer.commit_shard(spec, groups[spec.shard_id])
+            writer.commit_shard(spec, groups[spec.shard_id], index_report[spec.shard_id])
     manifest = writer.finalize()
     _log_summary(manifest)
     return manifest

@@ -5,38 +5,44 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ssrp.config import config_identity
+from ssrp.config import config_identity, with_settings
 from ssrp.pipeline.config import BuildConfig
 
 
-def _tuples(settings: dict[str, Any]) -> dict[str, Any]:
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}
+def _flat(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"select": {"max_boxes": 10}}`` -> ``{"select.max_boxes": 10}`` (dotted keys pass through)."""
+    out: dict[str, Any] = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def features_config(cfg: BuildConfig):
     from ssrp.features.config import FeaturesConfig
 
-    return FeaturesConfig.from_dict({"models_dir": cfg.models, "device": cfg.device, **cfg.features})
+    return with_settings(FeaturesConfig(models_dir=cfg.models, device=cfg.device), _flat(cfg.features))
 
 
 def views_config(cfg: BuildConfig):
     from ssrp.augment.views import ViewsConfig
 
-    settings = {"features": {"models_dir": cfg.models, "device": cfg.device, **cfg.features}, "seed": cfg.seed}
-    return ViewsConfig.from_dict({**settings, **cfg.views})
+    return with_settings(ViewsConfig(features=features_config(cfg), seed=cfg.seed), _flat(cfg.views))
 
 
 def translate_config(cfg: BuildConfig):
     from ssrp.augment.backtranslate import BackTranslateConfig
 
-    settings = {"models_dir": cfg.models, "device": cfg.device, "seed": cfg.seed, **_tuples(cfg.translate)}
-    return BackTranslateConfig(**settings)
+    base = BackTranslateConfig(models_dir=cfg.models, device=cfg.device, seed=cfg.seed)
+    return with_settings(base, _flat(cfg.translate))
 
 
 def parse_config(cfg: BuildConfig):
     from ssrp.parse.config import ParseConfig
 
-    return ParseConfig(**{"models_dir": cfg.models, "device": cfg.device, **_tuples(cfg.parse)})
+    return with_settings(ParseConfig(models_dir=cfg.models, device=cfg.device), _flat(cfg.parse))
 
 
 def make_image_stage(cfg: BuildConfig):
@@ -79,7 +85,7 @@ def with_trusted_translation_digests(cfg: BuildConfig) -> BuildConfig:
 
     if not cfg.has("translate"):
         return cfg
-    from ssrp.augment.translation_trust import trusted_digests
+    from ssrp.models.trust import trusted_digests
 
     digests = tuple(trusted_digests(os.path.join(cfg.models, "translation")))
     extra = tuple(cfg.translate.get("trusted_sha256", ()))

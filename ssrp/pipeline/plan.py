@@ -13,7 +13,18 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from ssrp.corpus import INDEX, CorpusPlan, IndexRecord, ShardSpec, encode, image_key, stable_shard
+from ssrp.corpus import (
+    INDEX,
+    CorpusPlan,
+    ImageRecord,
+    IndexRecord,
+    ShardSpec,
+    encode,
+    image_key,
+    stable_shard,
+    text_key,
+)
+from ssrp.corpus.records import decode_header
 from ssrp.deadletter import DeadLetter
 from ssrp.pipeline.coco import CaptionInput, CocoInputs, ImageInput
 from ssrp.pipeline.config import BuildConfig, shard_counts
@@ -30,7 +41,7 @@ def text_shard(key: str, n: int) -> int:
 def make_plan(cfg: BuildConfig, inputs: CocoInputs, views_per_image: int, models: dict, config: dict) -> CorpusPlan:
     """``config``: the resolved settings that decide the corpus's bytes (hashed into the manifest)."""
     counts = shard_counts(cfg, len(inputs.images), len(inputs.captions), views_per_image)
-    return CorpusPlan(num_shards=counts, config=config, models=models)
+    return CorpusPlan(num_shards=counts, config=config, models=models, inputs=inputs.fingerprint())
 
 
 def group_images(images: Sequence[ImageInput], n: int) -> dict[int, list[ImageInput]]:
@@ -53,14 +64,29 @@ def group_captions(inputs: CocoInputs, n: int) -> dict[int, tuple[list[CaptionIn
 
 
 def image_report(results: Sequence[tuple[ImageInput, list | DeadLetter]]) -> dict:
+    """``results``: per input image, its records (ImageRecords or encoded ``(key, value)`` pairs) or a dead
+    letter. ``sizes`` holds each written image's decoded size (after EXIF rotation), which the index records."""
     dead = [r.__dict__ for _, r in results if isinstance(r, DeadLetter)]
-    written = sorted(inp.image_id for inp, r in results if not isinstance(r, DeadLetter))
-    views = sum(len(r) for _, r in results if not isinstance(r, DeadLetter))
+    ok = [(inp, r) for inp, r in results if not isinstance(r, DeadLetter)]
+    views = sum(len(r) for _, r in ok)
     return {
-        "inputs": {"images": {"inputs": len(results), "written": len(written), "counters": {"view_records": views}}},
+        "inputs": {"images": {"inputs": len(results), "written": len(ok), "counters": {"view_records": views}}},
         "dead_letters": sorted(dead, key=lambda d: d["key"]),
-        "written": written,
+        "written": sorted(inp.image_id for inp, _ in ok),
+        "sizes": sorted([inp.image_id, *raw_size(r, inp)] for inp, r in ok),
     }
+
+
+def raw_size(records: Sequence, inp: ImageInput) -> tuple[int, int]:
+    """(height, width) of an image's raw view among its records; the annotation's if there is none."""
+    for rec in records:
+        if isinstance(rec, ImageRecord):
+            if rec.view == "raw":
+                return rec.height, rec.width
+        elif rec[0].endswith("/raw"):
+            fields = decode_header(rec[1])[0]["fields"]
+            return int(fields["height"]), int(fields["width"])
+    return inp.height, inp.width
 
 
 def text_report(results: Sequence, read_dead: Sequence[DeadLetter]) -> dict:
@@ -78,13 +104,18 @@ def text_report(results: Sequence, read_dead: Sequence[DeadLetter]) -> dict:
     }
 
 
-def index_items(images: Iterable[ImageInput], reports: Iterable[dict], plan: CorpusPlan) -> dict[int, list]:
-    """Index records (image -> written captions) for images with image records and captions, by shard."""
+def index_items(images: Iterable[ImageInput], reports: Iterable[dict], plan: CorpusPlan
+                ) -> tuple[dict[int, list], list[DeadLetter]]:
+    """Index records (image -> written captions) by shard, for images with image records and captions, and
+    dead letters for what was written but cannot be reached from the index: captions whose image has no
+    image record, images none of whose captions was written (they count as not written in the summary)."""
     written_images: set[int] = set()
+    sizes: dict[int, tuple[int, int]] = {}
     captions: dict[int, list[int]] = {}
     for report in reports:
         if "images" in report.get("inputs", {}):
             written_images.update(report["written"])
+            sizes.update({iid: (h, w) for iid, h, w in report.get("sizes", [])})
         elif "captions" in report.get("inputs", {}):
             for cid, iid in report["written"]:
                 captions.setdefault(iid, []).append(cid)
@@ -92,10 +123,25 @@ def index_items(images: Iterable[ImageInput], reports: Iterable[dict], plan: Cor
     groups: dict[int, list] = {i: [] for i in range(n)}
     for img in images:
         if img.image_id in written_images and captions.get(img.image_id):
+            height, width = sizes.get(img.image_id, (img.height, img.width))
             rec = IndexRecord(image_id=img.image_id, caption_ids=np.array(sorted(captions[img.image_id]), np.int64),
-                              file_name=img.file_name, height=img.height, width=img.width)
+                              file_name=img.file_name, height=height, width=width)
             groups[stable_shard(rec.key, n)].append((rec.key, encode(rec)))
-    return groups
+    return groups, unreachable(written_images, captions)
+
+
+def unreachable(written_images: set[int], captions: dict[int, list[int]]) -> list[DeadLetter]:
+    dead = [DeadLetter(text_key(cid, "raw"), "index", "image_not_written", f"image {iid} has no image record")
+            for iid, cids in captions.items() if iid not in written_images for cid in cids]
+    dead += [DeadLetter(image_key(iid, "raw").rsplit("/", 1)[0], "index", "no_caption_written",
+                        "none of the image's captions was written") for iid in written_images if iid not in captions]
+    return sorted(dead, key=lambda d: d.key)
+
+
+def index_reports(plan: CorpusPlan, dead: list[DeadLetter]) -> dict[int, dict]:
+    """The index shards' reports: the unreachable records go with shard 0."""
+    return {i: {"inputs": {}, "dead_letters": [d.__dict__ for d in dead] if i == 0 else []}
+            for i in range(plan.num_shards[INDEX])}
 
 
 def specs_of(plan: CorpusPlan, kind: str) -> list[ShardSpec]:

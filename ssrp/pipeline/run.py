@@ -16,6 +16,7 @@ import logging
 from collections.abc import Sequence
 
 from ssrp.pipeline.config import RUNNERS, BuildConfig
+from ssrp.pipeline.lock import build_lock
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +68,8 @@ def run_build(cfg: BuildConfig, runner: str = "local", beam_args: Sequence[str] 
     """Run a build to the end and return its manifest."""
     if runner not in RUNNERS:
         raise ValueError(f"runner must be one of {RUNNERS}, got {runner!r}")
+    if require_gpu and runner in LOCAL_RUNNERS:
+        check_local_gpu(runner)
     if runner == "local":
         from ssrp.pipeline.local import run_local
 
@@ -75,8 +78,26 @@ def run_build(cfg: BuildConfig, runner: str = "local", beam_args: Sequence[str] 
     return run_beam(cfg, runner, beam_args, require_gpu, stages_cls)
 
 
+# runners whose workers run on this machine: --require-gpu is checked here, before anything starts
+LOCAL_RUNNERS = ("local", "direct")
+
+
+def check_local_gpu(runner: str) -> None:
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ValueError(f"--require-gpu: this machine has no CUDA device, and the {runner} runner's workers run here")
+
+
 def run_beam(cfg: BuildConfig, runner: str, beam_args: Sequence[str] = (), require_gpu: bool = False,
              stages_cls=None, test_runner=None) -> dict:
+    """Run the build on a Beam runner; the driver holds the output's lock (local outputs) throughout."""
+    with build_lock(cfg.out):
+        return _run_beam(cfg, runner, beam_args, require_gpu, stages_cls, test_runner)
+
+
+def _run_beam(cfg: BuildConfig, runner: str, beam_args: Sequence[str], require_gpu: bool, stages_cls,
+              test_runner) -> dict:
     import apache_beam as beam
 
     from ssrp.corpus import INDEX, CorpusWriter

@@ -2,13 +2,20 @@
 
 A checkpoint holds the model (unwrapped), optimiser, scheduler, RNG states, the data position
 (epoch and batches consumed) and the resolved config; resuming refuses a changed config.
+
+Nothing broken is written or read silently: a checkpoint carries the sha256 of its own contents
+(``digest``: every tensor's bytes, dtype and shape and every other value, in key order), checked on
+every load; a model with a non-finite weight is never saved; a file that is empty, truncated, not a
+checkpoint or corrupted gives one CheckpointError naming the path.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -18,19 +25,70 @@ from ssrp.train.config import ModelConfig
 if TYPE_CHECKING:
     from ssrp.train.steps import Run
 
+logger = logging.getLogger(__name__)
+
 CHECKPOINT = "checkpoint.pt"
-CKPT_FORMAT = "ssrp-train/1"
+CKPT_FORMAT = "ssrp-train/2"  # /2: with a digest of the contents
+_OLD_FORMATS = ("ssrp-train/1",)  # readable, with a warning: no digest to check
 # settings that may change between a run and its resumption
-RESUMABLE_CHANGES = {"log_every", "ckpt_every", "tensorboard", "progress", "compile", "data.num_workers", "model.unpad"}
+RESUMABLE_CHANGES = {"log_every", "ckpt_every", "tensorboard", "progress", "compile", "check_finite",
+                     "data.num_workers", "data.check_crc", "model.unpad"}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used: unreadable, not an ssrp checkpoint, corrupted, not finite."""
 
 
 def load_checkpoint(path: str) -> dict:
+    """Read a checkpoint (weights_only), check its format and its digest; CheckpointError names the path."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such checkpoint")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CKPT_FORMAT:
-        raise ValueError(f"{path} is not an ssrp training checkpoint (format {CKPT_FORMAT})")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - whatever the parser trips on, the file is not a checkpoint
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise CheckpointError(f"{path}: not a readable checkpoint (empty, truncated or another format: {first})") from None
+    fmt = ckpt.get("format") if isinstance(ckpt, dict) else None
+    if fmt in _OLD_FORMATS:
+        logger.warning("%s: an older checkpoint (%s) without a digest: its contents cannot be checked", path, fmt)
+        return ckpt
+    if fmt != CKPT_FORMAT:
+        raise CheckpointError(f"{path} is not an ssrp training checkpoint (format {CKPT_FORMAT}, found {fmt!r})")
+    stored = ckpt.pop("digest", None)
+    if stored != state_digest(ckpt):
+        raise CheckpointError(f"{path}: its contents do not match its digest (corrupted); use an earlier checkpoint")
     return ckpt
+
+
+def state_digest(state: Any) -> str:
+    """sha256 over a checkpoint's contents: every tensor's dtype, shape and bytes, every other value's repr,
+    dict entries in key order."""
+    h = hashlib.sha256()
+    _feed(h, state)
+    return h.hexdigest()
+
+
+def _feed(h, value: Any) -> None:
+    if isinstance(value, torch.Tensor):
+        t = value.detach().cpu().contiguous().reshape(-1)
+        h.update(f"T{t.dtype}{tuple(value.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy() if t.numel() else b"")
+    elif isinstance(value, dict):
+        h.update(f"D{len(value)}".encode())
+        for key in sorted(value, key=repr):
+            h.update(repr(key).encode())
+            _feed(h, value[key])
+    elif isinstance(value, (list, tuple)):
+        h.update(f"L{len(value)}".encode())
+        for item in value:
+            _feed(h, item)
+    else:
+        h.update(f"V{value!r}".encode())
+
+
+def non_finite_tensors(state: dict[str, torch.Tensor]) -> list[str]:
+    """Names of floating-point tensors with a NaN or an infinity."""
+    return [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
 
 
 def model_config_of(ckpt: dict) -> ModelConfig:
@@ -45,7 +103,15 @@ class Position:
 
 
 def save_checkpoint(run: Run, path: str, pos: Position) -> None:
-    """Atomic: written to a temporary file, flushed, then renamed over the old checkpoint."""
+    """Atomic: written to a temporary file, flushed, then renamed over the old checkpoint. A model with a
+    non-finite weight is refused (CheckpointError), leaving the last good checkpoint in place."""
+    model_state = run.model.state_dict()
+    bad = non_finite_tensors(model_state)
+    if bad:
+        raise CheckpointError(
+            f"not saving {path} at step {pos.step}: {len(bad)} tensors are not finite (e.g. {bad[0]}); "
+            "the last good checkpoint is kept"
+        )
     state = {
         "format": CKPT_FORMAT,
         "stage": run.cfg.stage,
@@ -54,7 +120,7 @@ def save_checkpoint(run: Run, path: str, pos: Position) -> None:
         "step": pos.step,
         "epoch": pos.epoch,
         "batch": pos.batch,
-        "model": run.model.state_dict(),
+        "model": model_state,
         "optimizer": run.optimizer.state_dict(),
         "scheduler": run.scheduler.state_dict(),
         "rng": {
@@ -62,6 +128,7 @@ def save_checkpoint(run: Run, path: str, pos: Position) -> None:
             "cuda": torch.cuda.get_rng_state_all() if run.info.device.type == "cuda" else [],
         },
     }
+    state["digest"] = state_digest(state)
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "wb") as fh:
         torch.save(state, fh)

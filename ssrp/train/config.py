@@ -70,6 +70,7 @@ class DataConfig:
     pad_id: int = 0  # these ids are read from the BERT vocab.txt when --bert is given
     mask_id: int = 103
     random_token_min: int = 999  # MLM random replacements are drawn from [random_token_min, vocab_size)
+    check_crc: bool = True  # check every record's crc32 as it is read (bench/corpus_read.py measures the cost)
 
     def __post_init__(self) -> None:
         _require(self.max_tokens >= 3, f"data.max_tokens={self.max_tokens} must be >= 3 ([CLS] word [SEP])")
@@ -149,6 +150,7 @@ class TrainConfig:
     tensorboard: bool = True
     progress: bool = True  # tqdm bar on rank 0
     compile: bool = False  # torch.compile the encoder (GPU; compile time in the first steps; docs/training.md)
+    check_finite: bool = True  # stop at the first step whose loss is not finite (one device sync per step)
 
     def __post_init__(self) -> None:
         _require(self.stage in STAGES, f"stage={self.stage!r}: use one of {STAGES}")

@@ -8,7 +8,8 @@
 * ``BucketBatchSampler``: global batches of similar caption lengths, sliced per rank; yields
   ``(index, epoch)`` keys so each sample's randomness depends only on (seed, epoch, index), never on
   the worker, the rank split or the resume point.
-* ``Collate``: pads to the batch maximum and stacks into tensors (runs in the loader workers).
+* ``Collate``: pads to the batch maximum and stacks into tensors (runs in the loader workers); ``keys`` lists
+  each sample's record keys, so a failing batch can be named.
 
 The corpus reader opens its LMDB shards lazily in each worker process.
 """
@@ -24,13 +25,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ssrp.corpus import INDEX, CorpusReader, TextRecord, text_key
+from ssrp.corpus import INDEX, CorpusReader, TextRecord, image_key, text_key
 from ssrp.corpus.records import decode_header
 from ssrp.train.config import DataConfig, ModelConfig, Stage1Config
 
 logger = logging.getLogger(__name__)
 
 RAW = "raw"
+_IMAGE_ARRAYS = ("features", "boxes", "obj_ids")  # what a training sample takes from an image record
 
 
 class DataError(ValueError):
@@ -110,38 +112,43 @@ class CorpusRecords:
     sizes (training datasets and evaluation both read through it)."""
 
     def __init__(self, corpus: str, data: DataConfig, model: ModelConfig):
-        self.reader = CorpusReader(corpus)  # shards open lazily, in whichever process reads
+        self.reader = CorpusReader(corpus, check_crc=data.check_crc)  # shards open lazily, in whichever process reads
         self.data = data
         self.vocab_size = model.vocab_size
         self.num_labels = model.num_object_labels
         self.feature_dim = model.feature_dim
 
     def image(self, image_id: int, view: str) -> dict[str, np.ndarray]:
+        """Features, boxes (normalised by the view's size) and labels of one view, copied out of the shard."""
+        key = image_key(image_id, view)
         try:
-            rec = self.reader.image(image_id, view)
+            fields, arrays = self.reader.get_arrays(key, _IMAGE_ARRAYS)
         except KeyError:
             if view == RAW:
                 raise
-            rec = self.reader.image(image_id, RAW)
-        n = min(rec.num_boxes, self.data.max_objects)
-        if rec.features.shape[1] != self.feature_dim:
+            key = image_key(image_id, RAW)
+            fields, arrays = self.reader.get_arrays(key, _IMAGE_ARRAYS)
+        features, boxes = arrays["features"], arrays["boxes"]
+        n = min(len(boxes), self.data.max_objects)
+        if features.shape != (len(boxes), self.feature_dim):
             raise DataError(
-                f"{rec.key}: features are {rec.features.shape[1]}-d but model.feature_dim={self.feature_dim}; "
-                f"pass --set model.feature_dim={rec.features.shape[1]}"
+                f"{key}: features are {features.shape[1]}-d but model.feature_dim={self.feature_dim}; "
+                f"pass --set model.feature_dim={features.shape[1]}"
             )
-        labels = np.asarray(rec.obj_ids[:n], dtype=np.int64)
+        labels = arrays["obj_ids"][:n].astype(np.int64)
         if n and labels.max() >= self.num_labels:
-            raise DataError(f"{rec.key}: object label {labels.max()} >= model.num_object_labels={self.num_labels}")
-        scale = np.array([rec.width, rec.height, rec.width, rec.height], dtype=np.float32)
+            raise DataError(f"{key}: object label {labels.max()} >= model.num_object_labels={self.num_labels}")
         if n == 0:  # no detections: one neutral object, never a training target
             return {
                 "features": np.zeros((1, self.feature_dim), np.float16),
                 "boxes": np.array([[0, 0, 1, 1]], np.float32),
                 "obj_ids": np.full(1, -1, np.int64),
             }
+        width, height = fields["width"], fields["height"]
+        scale = np.array([width, height, width, height], dtype=np.float32)
         return {
-            "features": np.array(rec.features[:n], dtype=np.float16),
-            "boxes": np.clip(np.asarray(rec.boxes[:n], np.float32) / scale, 0.0, 1.0),
+            "features": features[:n].copy(),
+            "boxes": np.clip(boxes[:n] / scale, 0.0, 1.0),
             "obj_ids": labels,
         }
 
@@ -227,6 +234,7 @@ class Stage1Dataset(PairDataset):
         sample = self._mask_text(rng, self.text(caption_id, variant)[0])
         sample.update(self._mask_objects(rng, self.image(image_id, view)))
         sample["matched"] = np.float32(matched)
+        sample["key"] = f"{image_key(image_id, view)}+{text_key(caption_id, variant)}"
         return sample
 
     def _other_caption(self, rng: np.random.Generator, image_id: int) -> int | None:
@@ -267,12 +275,13 @@ class Stage1Dataset(PairDataset):
 class Stage2Dataset(PairDataset):
     """Two different image views and two different caption variants per pair (Sec. 3.3.2)."""
 
-    def sample(self, index: int, epoch: int) -> dict[str, dict[str, np.ndarray]]:
+    def sample(self, index: int, epoch: int) -> dict:
         rng = self.rng(index, epoch)
         image_id, caption_id = (int(x) for x in self.pairs[index])
         views = _two(rng, self.views)
         variants = _two(rng, self.variants)
-        out = {}
+        out: dict = {"key": " ".join(f"{image_key(image_id, v)}+{text_key(caption_id, t)}"
+                                     for v, t in zip(views, variants, strict=True))}
         for name, view, variant in zip(("a", "b"), views, variants, strict=True):
             ids, pw, td = self.text(caption_id, variant)
             img = self.image(image_id, view)
@@ -313,6 +322,11 @@ def _pad_square(arrays: list[np.ndarray], size: int) -> np.ndarray:
     return out
 
 
+def _keys(samples: list[dict]) -> dict[str, list[str]]:
+    """``keys``: the samples' record keys, to name a batch that fails (when the samples carry them)."""
+    return {"keys": [s["key"] for s in samples]} if all("key" in s for s in samples) else {}
+
+
 class Collate:
     """Pads a list of samples to the batch maximum and stacks them into tensors."""
 
@@ -325,6 +339,7 @@ class Collate:
             return self.stage1(samples)
         views = [s["a"] for s in samples] + [s["b"] for s in samples]
         batch = self.common(views)
+        batch.update(_keys(samples))
         pw = [v["piece_word"] for v in views]
         batch["piece_word"] = torch.from_numpy(_pad(pw, batch["input_ids"].shape[1], -1, np.int64))
         words = max(1, max(v["tree_dist"].shape[0] for v in views))
@@ -352,6 +367,7 @@ class Collate:
         batch["obj_labels"] = torch.from_numpy(_pad([s["obj_labels"] for s in samples], n, -1, np.int64))
         batch["feat_targets"] = torch.from_numpy(_pad([s["feat_targets"] for s in samples], n, 0, np.float16))
         batch["matched"] = torch.tensor([float(s["matched"]) for s in samples])
+        batch.update(_keys(samples))
         return batch
 
 

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from ssrp.config import to_dict
+from ssrp.fileutil import atomic_write_text, require_dir_path
 from ssrp.train.checkpoint import CHECKPOINT, Position, load_checkpoint, restore, save_checkpoint
 from ssrp.train.config import TrainConfig, global_to_local_batch
 from ssrp.train.distributed import DistInfo, all_reduce_sum, barrier, init_distributed
@@ -71,6 +72,26 @@ class MetricsSink:
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
+
+
+def truncate_metrics(path: str, step: int) -> None:
+    """Drop the lines logged after ``step`` (by a run killed after its last checkpoint): the resumed run logs
+    those steps again, so each step appears once."""
+    if not os.path.exists(path):
+        return
+    with open(path, encoding="utf-8") as fh:
+        lines = fh.readlines()
+    kept = [line for line in lines if _logged_step(line) <= step]
+    if len(kept) != len(lines):
+        atomic_write_text(path, "".join(kept))
+        logger.info("%s: dropped %d lines logged after step %d", path, len(lines) - len(kept), step)
+
+
+def _logged_step(line: str) -> float:
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return float("inf")  # a line cut short by the kill
 
 
 def log_line(record: dict, total: int, world: int) -> str:
@@ -140,6 +161,7 @@ def train(
     ``stop_after`` stops after that many steps without writing a checkpoint, as if the process had been
     killed there (the resume tests use it).
     """
+    require_dir_path(out, "--out")
     info = info or init_distributed()
     cfg = resolve_config(cfg, corpus, bert, init)
     os.makedirs(out, exist_ok=True)
@@ -155,6 +177,8 @@ def train(
     if resuming:
         pos = restore(run, load_checkpoint(ckpt_path))
         logger.info("resumed from %s at step %d (epoch %d, batch %d)", ckpt_path, pos.step, pos.epoch, pos.batch)
+        if info.is_main:
+            truncate_metrics(os.path.join(out, METRICS), pos.step)
     elif resume:
         logger.info("no checkpoint in %s: starting from scratch", out)
     if info.is_main:

@@ -210,10 +210,30 @@ def step_seed(seed: int, rank: int, step: int) -> int:
     return int(np.random.SeedSequence([seed, rank, step]).generate_state(1)[0])
 
 
+class NonFiniteLossError(RuntimeError):
+    """A step whose loss is NaN or infinite: training stops before the weights or a checkpoint take it in."""
+
+
+def check_finite(run: Run, total: Tensor, losses: dict[str, Tensor], batch: dict, step: int) -> None:
+    """Raise NonFiniteLossError on every rank if the loss of any rank is not finite (one device sync)."""
+    bad = all_reduce_sum((~torch.isfinite(total.detach())).float(), run.info)
+    if float(bad) == 0:
+        return
+    values = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in losses.items())
+    keys = batch.get("keys", [])
+    raise NonFiniteLossError(
+        f"step {step + 1}: the loss is not finite on {int(bad)} rank(s) (this rank: {values}); the batch's records: "
+        f"{', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}. Nothing was saved from this step: check the "
+        "corpus (`ssrp corpus verify`) and the learning rate"
+    )
+
+
 def train_step(run: Run, batch: dict[str, Tensor], step: int) -> tuple[float, dict[str, Tensor]]:
     """Forward, backward, clip, optimiser and scheduler step; returns the step's lr and detached losses."""
     torch.manual_seed(step_seed(run.cfg.seed, run.info.rank, step))
     total, losses = compute_losses(run, batch)
+    if run.cfg.check_finite:
+        check_finite(run, total, losses, batch, step)
     run.optimizer.zero_grad(set_to_none=True)
     total.backward()
     if run.cfg.optim.grad_clip > 0:
@@ -225,8 +245,9 @@ def train_step(run: Run, batch: dict[str, Tensor], step: int) -> tuple[float, di
     return lr, {k: v.detach() for k, v in losses.items()}
 
 
-def to_device(batch: dict[str, Tensor], device: torch.device) -> dict[str, Tensor]:
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+def to_device(batch: dict, device: torch.device) -> dict:
+    """Tensors to the device; other entries (the records' keys) stay as they are."""
+    return {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
 
 
 def loss_weights(cfg: TrainConfig) -> dict[str, float]:

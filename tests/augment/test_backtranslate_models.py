@@ -13,6 +13,9 @@ import torch  # noqa: E402
 
 from ssrp.augment import translation_models as tm  # noqa: E402
 from ssrp.augment import translation_trust as trust  # noqa: E402
+from ssrp.fileutil import sha256_file  # noqa: E402
+from ssrp.models.hub import UntrustedFileError  # noqa: E402
+from ssrp.models.trust import CHECKSUMS_FILE, read_signed_checksums  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("bt_one_thread")
 
@@ -24,7 +27,7 @@ def test_source_lists_the_four_official_single_models():
     for f in src.files:
         assert f.url.startswith("https://dl.fbaipublicfiles.com/fairseq/models/wmt19.")
         assert f.url.endswith(".single_model.tar.gz")
-        assert f.unpack and f.sha256 is None  # fairseq publishes no checksums (docs/backtranslation.md)
+        assert not f.pinned  # fairseq publishes no checksums (docs/backtranslation.md): trust on first download
     module, _, attr = src.post_fetch.partition(":")
     assert getattr(__import__(module, fromlist=[attr]), attr) is tm.finish_fetch
 
@@ -83,7 +86,7 @@ def test_a_replaced_checkpoint_is_refused_until_pinned(bt_models, tmp_path):
     shutil.copy(os.path.join(root, "de-en", "model.pt"), os.path.join(root, "en-de", "model.pt"))
     with pytest.raises(trust.UntrustedCheckpointError, match="differs from the digest recorded"):
         tm.load_hub(models, "en-de")
-    digest = trust.sha256_file(os.path.join(root, "en-de", "model.pt"))
+    digest = sha256_file(os.path.join(root, "en-de", "model.pt"))
     assert tm.load_hub(models, "en-de", trusted_sha256=(digest,)).checkpoint_sha256 == digest
 
 
@@ -98,13 +101,13 @@ def test_edited_checksums_do_not_verify(bt_models, tmp_path):
     models = _copy_models(bt_models, tmp_path / "models")
     root = os.path.join(models, "translation")
     shutil.copy(os.path.join(root, "de-en", "model.pt"), os.path.join(root, "en-de", "model.pt"))
-    path = os.path.join(root, trust.CHECKSUMS_FILE)
+    path = os.path.join(root, CHECKSUMS_FILE)
     with open(path) as fh:
         signed = json.load(fh)
-    signed["files"]["en-de/model.pt"]["sha256"] = trust.sha256_file(os.path.join(root, "en-de", "model.pt"))
+    signed["files"]["en-de/model.pt"]["sha256"] = sha256_file(os.path.join(root, "en-de", "model.pt"))
     with open(path, "w") as fh:
         json.dump(signed, fh)
-    assert trust.read_signed_checksums(root) == {}
+    assert read_signed_checksums(root) == {}
     with pytest.raises(trust.UntrustedCheckpointError):
         tm.load_hub(models, "en-de")
 
@@ -125,26 +128,50 @@ def test_missing_files_name_the_fix(tmp_path):
         tm.load_hub(str(tmp_path), "en-de")
 
 
-def test_finish_fetch_flattens_archives_and_signs_the_digests(bt_models, tmp_path):
-    """Replays the post-fetch step on archives unpacked the way the official ones are."""
-    fetched = tmp_path / "models" / "translation"
+def _archives(bt_models, root, swap_codes=False):
+    """The four archives in the official layout (a top folder named like the archive), as verified files."""
+    import tarfile
+
+    from ssrp.models.hub import Fetched
+
+    fetched = []
     for name, d in tm.DIRECTIONS.items():
-        shutil.copytree(os.path.join(bt_models, "translation", name), fetched / name / d.folder)
-    files = tm.finish_fetch(str(fetched))
-    for name in tm.DIRECTIONS:
-        assert not os.path.exists(fetched / name / tm.DIRECTIONS[name].folder)
-        assert files[f"{name}/model.pt"]["sha256"] == trust.sha256_file(str(fetched / name / "model.pt"))
-    assert trust.read_signed_checksums(str(fetched)) == {k: v["sha256"] for k, v in files.items()}
+        src = os.path.join(bt_models, "translation", name)
+        if swap_codes and name == "en-ru":  # fairseq #2928: the en-de codes in the en-ru archive
+            shutil.copytree(src, root / "swapped")
+            shutil.copy(os.path.join(bt_models, "translation", "en-de", "bpecodes"), root / "swapped" / "bpecodes")
+            src = str(root / "swapped")
+        path = root / name / d.archive
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(path, "w:gz") as tar:
+            tar.add(src, arcname=d.folder)
+        fetched.append(Fetched(f"{name}/{d.archive}", str(path), sha256_file(str(path)), "downloaded"))
+    return fetched
+
+
+def test_finish_fetch_unpacks_verified_archives_and_signs_the_digests(bt_models, tmp_path):
+    root = tmp_path / "models" / "translation"
+    files = tm.finish_fetch(str(root), _archives(bt_models, root))
+    for name, d in tm.DIRECTIONS.items():
+        assert not os.path.exists(root / name / d.folder) and not [n for n in os.listdir(root / name) if n.startswith(".")]
+        assert files[f"{name}/model.pt"]["sha256"] == sha256_file(str(root / name / "model.pt"))
+    assert read_signed_checksums(str(root)) == {k: v["sha256"] for k, v in files.items()}
     assert tm.load_hub(str(tmp_path / "models"), "ru-en").checkpoint_sha256 == files["ru-en/model.pt"]["sha256"]
 
 
+def test_finish_fetch_signs_nothing_without_a_verified_archive(bt_models, tmp_path):
+    root = tmp_path / "translation"
+    for name in tm.DIRECTIONS:  # model files in place, as if unpacked earlier by someone else
+        shutil.copytree(os.path.join(bt_models, "translation", name), root / name)
+    with pytest.raises(UntrustedFileError, match="not checked in this fetch"):
+        tm.finish_fetch(str(root), [])
+    assert read_signed_checksums(str(root)) == {}
+
+
 def test_finish_fetch_rejects_russian_models_with_latin_only_codes(bt_models, tmp_path):
-    fetched = tmp_path / "translation"
-    for name in tm.DIRECTIONS:
-        shutil.copytree(os.path.join(bt_models, "translation", name), fetched / name)
-    shutil.copy(fetched / "en-de" / "bpecodes", fetched / "en-ru" / "bpecodes")  # fairseq #2928
+    root = tmp_path / "translation"
     with pytest.raises(ValueError, match="Cyrillic"):
-        tm.finish_fetch(str(fetched))
+        tm.finish_fetch(str(root), _archives(bt_models, root, swap_codes=True))
 
 
 def test_models_fetch_flow_with_official_archive_layout(bt_models, tmp_path, monkeypatch):
@@ -163,7 +190,7 @@ def test_models_fetch_flow_with_official_archive_layout(bt_models, tmp_path, mon
     monkeypatch.setattr(hub, "source", lambda name: tm.SOURCE)
     model_dir = hub.fetch("translation", str(tmp_path), progress=False)
     assert model_dir == str(tmp_path / "translation")
-    signed = trust.read_signed_checksums(model_dir)
+    signed = read_signed_checksums(model_dir)
     for name in tm.DIRECTIONS:
-        assert signed[f"{name}/model.pt"] == trust.sha256_file(os.path.join(bt_models, "translation", name, "model.pt"))
+        assert signed[f"{name}/model.pt"] == sha256_file(os.path.join(bt_models, "translation", name, "model.pt"))
     assert tm.load_hub(str(tmp_path), "en-ru").checkpoint_sha256 == signed["en-ru/model.pt"]

@@ -27,6 +27,7 @@ from ssrp.eval.retrieval import (
     relation_weights,
 )
 from ssrp.eval.select import caption_pairs
+from ssrp.train.checkpoint import state_digest
 
 
 def cli(argv: list[str]) -> int:
@@ -124,6 +125,8 @@ def test_stage1_checkpoint_is_refused_as_ckpt_and_a_foreign_stage1_is_detected(r
     foreign = torch.load(runs["stage1"], map_location="cpu", weights_only=True)
     key = next(k for k in foreign["model"] if k.startswith("encoder."))
     foreign["model"][key] = foreign["model"][key] + 1.0
+    del foreign["digest"]
+    foreign["digest"] = state_digest(foreign)  # a well-formed checkpoint of another stage-1 run
     path = str(tmp_path / "foreign.pt")
     torch.save(foreign, path)
     with pytest.raises(ValueError, match="encoder differs"):

@@ -6,7 +6,7 @@ import hashlib
 import io
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from ssrp.corpus import ImageRecord, TextRecord
 from ssrp.deadletter import DeadLetter
@@ -31,7 +31,7 @@ class FakeStages(BuildStages):
             try:
                 with Image.open(io.BytesIO(data)) as im:
                     im.load()
-                    w, h = im.size
+                    w, h = ImageOps.exif_transpose(im).size  # as the real decode does
             except Exception as err:  # noqa: BLE001 - any decoding failure is a dead letter here
                 out.append(DeadLetter(inp.key, "decode", "corrupt_image", str(err)[:80]))
                 continue

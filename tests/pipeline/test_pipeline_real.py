@@ -47,7 +47,11 @@ def test_bad_input_with_real_stages(bad_coco, tiny_models, tmp_path):
     reasons = {d["stage"] + ":" + d["reason"] for d in dead.values()}
     assert "read:missing_file" in reasons and "read:duplicate_annotation_id" in reasons
     assert sum(1 for d in dead.values() if d["stage"] == "decode") == 2  # truncated JPEG, text named .jpg
-    assert sum(1 for d in dead.values() if d["key"].startswith("text/")) == 3  # empty, 5,000 words, duplicate
+    text_dead = [d for d in dead.values() if d["key"].startswith("text/")]
+    assert sum(1 for d in text_dead if d["stage"] != "index") == 3  # empty, 5,000 words, duplicate
+    assert {d["reason"] for d in text_dead if d["stage"] == "index"} == {"image_not_written"}  # the dead images'
+    reader = CorpusReader(cfg.out)
+    assert summary["captions"]["written"] == sum(len(reader.index(i).caption_ids) for i in reader.image_ids())
     assert verify(cfg.out).ok
 
 
@@ -72,6 +76,6 @@ def test_build_command(coco, tiny_models, tmp_path, capsys):
     manifest = CorpusReader(out).manifest
     assert manifest["num_shards"]["image"] == 2 and manifest["config"]["parse"]["max_words"] == 60
     other = [a if a != "parse.max_words=60" else "parse.max_words=61" for a in argv]
-    assert main(other) == 1  # another config into the same output: refused
+    assert main(other) == 2  # another config into the same output: refused (one line, exit 2)
     with pytest.raises(SystemExit):
         main(["build", "--coco", coco])  # --out and --models are required

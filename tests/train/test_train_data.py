@@ -172,7 +172,7 @@ def test_loader_workers_give_the_same_batches(setup):
         batches[workers] = list(build_loader(ds, sampler, Collate("stage1", data.pad_id), workers, pin=False))
     for a, b in zip(batches[0], batches[2], strict=True):
         for key in a:
-            assert (a[key] == b[key]).all(), key
+            assert a[key] == b[key] if key == "keys" else (a[key] == b[key]).all(), key
 
 
 def test_auto_workers_share_the_cores_between_ranks(monkeypatch):
