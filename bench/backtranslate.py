@@ -36,7 +36,7 @@ def parse_args(argv=None):
     p.add_argument("--repeat", type=int, default=3, help="interleaved repetitions; the best time counts (default 3)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--max-tokens", type=int, default=None, help="our token budget per batch (default: the config's)")
-    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="BackTranslateConfig overrides")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="TranslateConfig overrides")
     p.add_argument("--trust-sha256", action="append", default=[], metavar="HEX", help="model.pt digests to trust")
     p.add_argument("--show", type=int, default=0, metavar="N", help="print N example paraphrases to stderr")
     return p.parse_args(argv)
@@ -121,20 +121,20 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import torch
 
-    from ssrp.augment.backtranslate import BackTranslateConfig, BackTranslator, count_outcomes
     from ssrp.config import with_overrides
+    from ssrp.translate.stage import BackTranslator, TranslateConfig, count_outcomes
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         models = args.models
         if models is None:
             os.environ.setdefault("SSRP_TRUST_KEY", os.path.join(tmp, "trust.key"))  # keep the user's key untouched
-            from ssrp.augment.translation_models import build_tiny
+            from ssrp.translate.tiny import build_tiny
 
             models = tmp
             build_tiny(models)
         items = load_captions(args)
-        cfg = with_overrides(BackTranslateConfig(models_dir=models, device=args.device), args.set)
+        cfg = with_overrides(TranslateConfig(models_dir=models, device=args.device), args.set)
         if args.max_tokens:
             cfg = dataclasses.replace(cfg, max_tokens=args.max_tokens)
         if args.trust_sha256:

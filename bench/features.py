@@ -46,8 +46,8 @@ MODERATE_RUN = {"preprocess.test_scale": 400, "preprocess.max_size": 667}
 def write_models(root: str, arch_kwargs: dict) -> str:
     """Random weights for ``arch`` in the detector format (safetensors + manifest + vocabularies)."""
     from ssrp.features.config import DetectorArch
-    from ssrp.features.hub import random_state_dict
-    from ssrp.features.weights import save_detector
+    from ssrp.features.models import save_detector
+    from ssrp.features.tiny import random_state_dict
 
     arch = DetectorArch(**arch_kwargs)
     out = os.path.join(root, "detector")
@@ -59,9 +59,27 @@ def write_models(root: str, arch_kwargs: dict) -> str:
 
 
 def _config(models: str, overrides: dict):
+    from ssrp.config import with_settings
     from ssrp.features.config import FeaturesConfig
 
-    return FeaturesConfig.from_dict({"models_dir": models, "device": "cpu", **MODERATE_RUN, **overrides})
+    return with_settings(FeaturesConfig(models_dir=models, device="cpu"), {**MODERATE_RUN, **overrides})
+
+
+def image_batches(items: list, batch_size: int, workers: int):
+    """Decoded images in batches, read and decoded in ``workers`` processes (as the builder's local runner)."""
+    import torch
+
+    from ssrp.features.image import read_and_decode
+
+    class Decode(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(items)
+
+        def __getitem__(self, i):
+            return read_and_decode(items[i].image_id, items[i].path)
+
+    yield from torch.utils.data.DataLoader(Decode(), batch_size=batch_size, num_workers=workers,
+                                           collate_fn=lambda b: b)
 
 
 def _peak_mb() -> float:
@@ -71,16 +89,15 @@ def _peak_mb() -> float:
 def phase_ours(models: str, items: list, threads: int) -> dict:
     import torch
 
-    from ssrp.features.extractor import Extractor
     from ssrp.features.image import read_and_decode
-    from ssrp.features.loader import image_batches
+    from ssrp.features.stage import Extractor
 
     torch.set_num_threads(threads)
     ext = Extractor(_config(models, {})).load()
     ext([read_and_decode(items[0].image_id, items[0].path)])  # warm-up
     start = time.perf_counter()
     n = 0
-    for batch in image_batches(items, ext.cfg.decode, batch_size=8, workers=1):
+    for batch in image_batches(items, batch_size=8, workers=1):
         n += sum(1 for r in ext(batch) if hasattr(r, "features"))
     return {"seconds": time.perf_counter() - start, "records": n, "peak_rss_mb": _peak_mb()}
 
@@ -88,8 +105,8 @@ def phase_ours(models: str, items: list, threads: int) -> dict:
 def phase_baseline(models: str, items: list, threads: int) -> dict:
     import torch
 
-    from ssrp.features.extractor import Extractor
     from ssrp.features.image import read_and_decode
+    from ssrp.features.stage import Extractor
 
     torch.set_num_threads(threads)
     cfg = _config(models, {"fold_bn": False, "channels_last": False, "select.method": "loop", "roi.chunk": 300,
@@ -106,9 +123,9 @@ def phase_baseline(models: str, items: list, threads: int) -> dict:
 def phase_selection(models: str, items: list, threads: int) -> dict:
     import torch
 
-    from ssrp.features.extractor import Extractor
     from ssrp.features.image import read_and_decode
     from ssrp.features.select import select_batch, select_loop
+    from ssrp.features.stage import Extractor
 
     torch.set_num_threads(threads)
     ext = Extractor(_config(models, {})).load()
@@ -145,13 +162,13 @@ def run_isolated(fn_name: str, *args) -> dict:
 
 
 def cpu_main(args) -> dict:
-    from ssrp.features.loader import list_coco
+    from ssrp.pipeline.inputs import read_coco
     from ssrp.sample import SampleConfig, write_sample
 
     tmp = tempfile.mkdtemp(prefix="ssrp-bench-features-")
     models = write_models(os.path.join(tmp, "models"), MODERATE_ARCH)
     write_sample(os.path.join(tmp, "coco"), SampleConfig(images=args.images, val_images=0, seed=1))
-    items, _ = list_coco(os.path.join(tmp, "coco"), ["train"])
+    items = read_coco(os.path.join(tmp, "coco"), "train").images
     ours = run_isolated("phase_ours", models, items, args.threads)
     base = run_isolated("phase_baseline", models, items, args.threads)
     sel = run_isolated("phase_selection", models, items, args.threads)
@@ -189,11 +206,11 @@ def gpu_main(args) -> dict:
 
     from ssrp.features.config import DetectorArch, FeaturesConfig, RoIConfig
     from ssrp.features.engine import BUTDEngine, RoIJob
-    from ssrp.features.extractor import Extractor
-    from ssrp.features.hub import TINY_ARCH, random_state_dict
     from ssrp.features.image import DecodedImage
     from ssrp.features.modeling import build_detector
-    from ssrp.features.weights import LoadedDetector
+    from ssrp.features.models import LoadedDetector
+    from ssrp.features.stage import Extractor
+    from ssrp.features.tiny import TINY_ARCH, random_state_dict
 
     arch = TINY_ARCH if args.arch == "tiny" else DetectorArch()
     state = random_state_dict(arch)

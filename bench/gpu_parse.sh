@@ -2,7 +2,7 @@
 # Parse benchmark on one GPU, under 5 minutes: bulk vs per-sentence Stanza, and tree distances.
 #
 #   bench/gpu_parse.sh                 # tiny Stanza package, built here (no network needed)
-#   SSRP_MODELS=models bench/gpu_parse.sh   # the real package, if `ssrp models fetch parser bert --to models` was run
+#   SSRP_MODELS=models bench/gpu_parse.sh   # the real package, if `ssrp models fetch parse bert --to models` was run
 #
 # The last line printed is bench/parse.py's JSON. Stanza's Chu-Liu/Edmonds decoding runs in Python on the CPU
 # whatever the device, so compare depparse batch sizes and CPU threads here before choosing workers per GPU.

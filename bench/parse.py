@@ -8,7 +8,7 @@ In one run, on the same captions (mini-COCO sample captions, repeated to --capti
 * distances alone: ``tree_distances_batch`` on the parsed trees against a per-sentence pure-Python BFS.
 
 Without --models it trains the tiny Stanza package first (CPU, ~15 s); with --models DIR it uses DIR
-(e.g. the real package from ``ssrp models fetch parser``). Prints a table, then one JSON object as the last line.
+(e.g. the real package from ``ssrp models fetch parse``). Prints a table, then one JSON object as the last line.
 
     python bench/parse.py [--captions 2000] [--baseline 300] [--device cpu] [--threads 1] [--models DIR]
 """

@@ -47,7 +47,7 @@ def main() -> None:
         outputs = {}
         for rep in range(args.reps):
             for name in ("loop", "beam"):
-                cfg = BuildConfig(coco=coco, models=models, out=os.path.join(tmp, f"{name}{rep}"), split="train",
+                cfg = BuildConfig(input=coco, models=models, out=os.path.join(tmp, f"{name}{rep}"), split="train",
                                   stages=PRESETS["corpus"], device="cpu", num_shards={"image": 2, "text": 2})
                 start = time.perf_counter()
                 if name == "loop":

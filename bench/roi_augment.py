@@ -33,8 +33,9 @@ from features import MODERATE_ARCH, MODERATE_RUN, write_models  # noqa: E402
 
 def naive_views(ext, images: list) -> int:
     """14 detector runs per image: one extraction per view, then its transform."""
-    from ssrp.augment.views import ALL_VIEWS, GRID_OP, ViewsConfig, jitter_boxes, jitter_factors, mirror_boxes
     from ssrp.features.engine import RoIJob
+    from ssrp.views.config import ALL_VIEWS, ViewsConfig
+    from ssrp.views.stage import GRID_OP, jitter_boxes, jitter_factors, mirror_boxes
 
     engine = ext.engine
     cfg = ViewsConfig(features=ext.cfg)
@@ -83,20 +84,22 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from ssrp.augment.views import ViewAugmenter, ViewsConfig
+    from ssrp.config import with_settings
     from ssrp.features.config import FeaturesConfig
-    from ssrp.features.extractor import Extractor
     from ssrp.features.image import read_and_decode
-    from ssrp.features.loader import list_coco
+    from ssrp.features.stage import Extractor
+    from ssrp.pipeline.inputs import read_coco
     from ssrp.sample import SampleConfig, write_sample
+    from ssrp.views.config import ViewsConfig
+    from ssrp.views.stage import ViewAugmenter
 
     torch.set_num_threads(args.threads)
     tmp = tempfile.mkdtemp(prefix="ssrp-bench-views-")
     models = write_models(os.path.join(tmp, "models"), MODERATE_ARCH)
     write_sample(os.path.join(tmp, "coco"), SampleConfig(images=args.images, val_images=0, seed=2))
-    items, _ = list_coco(os.path.join(tmp, "coco"), ["train"])
+    items = read_coco(os.path.join(tmp, "coco"), "train").images
     images = [read_and_decode(i.image_id, i.path) for i in items]
-    cfg = FeaturesConfig.from_dict({"models_dir": models, "device": "cpu", **MODERATE_RUN})
+    cfg = with_settings(FeaturesConfig(models_dir=models, device="cpu"), MODERATE_RUN)
     ext = Extractor(cfg).load()
     aug = ViewAugmenter(ViewsConfig(features=cfg)).load()
     n = len(images)

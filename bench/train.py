@@ -273,7 +273,8 @@ def loader_vs_trainer(
     """Loader samples/s over several epochs; trainer samples/s on batches already taken from it."""
     from ssrp.train.distributed import DistInfo
     from ssrp.train.loop import build_data
-    from ssrp.train.steps import build_run, to_device, train_step, use_bf16
+    from ssrp.train.run import use_bf16
+    from ssrp.train.steps import build_run, to_device, train_step
 
     corpus = synthetic_corpus(tempfile.mkdtemp(prefix="ssrp-bench-"), images=images)
     cfg = make_config(stage, "cross", "paper", [f"optim.batch_size={batch}", f"data.num_workers={workers}"])

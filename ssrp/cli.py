@@ -4,8 +4,9 @@ inside the commands, so ``ssrp --help`` is instant.
     ssrp sample coco OUT --images 8          a mini-COCO in the MSCOCO 2017 layout
     ssrp models fetch|tiny|list              model weights: official (checksummed) or tiny
     ssrp corpus verify|stats|show DIR        look at a corpus
-    ssrp build ...                           the Beam corpus builder (local runner or Dataflow)
-    ssrp features|augment|parse ...          single stages without Beam
+    ssrp build ...                           the corpus builder (local loop, Beam's runners, Dataflow)
+    ssrp features|views|parse ...            presets of the builder (parse --text: one sentence)
+    ssrp translate ...                       paraphrases of captions into a JSON-lines file
     ssrp train stage1|stage2 ...             pretraining
     ssrp eval|show|retrieve|export ...       what the probes learned, and features downstream
 """
@@ -26,9 +27,9 @@ COMMAND_MODULES = (
     "ssrp.corpus.cli",
     "ssrp.pipeline.cli",
     "ssrp.features.cli",
-    "ssrp.augment.cli",
+    "ssrp.views.cli",
+    "ssrp.translate.cli",
     "ssrp.parse.cli",
-    "ssrp.augment.cli_translate",
     "ssrp.train.cli",
     "ssrp.eval.cli",
 )

@@ -32,6 +32,25 @@ def config_identity(cfg: Any) -> Any:
     return to_dict(cfg)
 
 
+def from_dict(cls: type[T], data: Mapping[str, Any]) -> T:
+    """A (nested) frozen dataclass config from its ``to_dict`` form: lists back to tuples, nested dicts to their
+    dataclasses, missing fields at their defaults. An unknown key is a ValueError."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown settings {unknown}")
+    defaults = cls()
+    values = {}
+    for name, value in data.items():
+        current = getattr(defaults, name)
+        if dataclasses.is_dataclass(current) and isinstance(value, Mapping):
+            value = from_dict(type(current), value)
+        elif isinstance(current, tuple) and isinstance(value, list):
+            value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
+        values[name] = value
+    return cls(**values)
+
+
 def canonical_json(value: Any) -> str:
     return json.dumps(to_dict(value), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
@@ -72,26 +91,32 @@ def parse_value(raw: str) -> Any:
 
 def with_settings(cfg: T, settings: Mapping[str, Any]) -> T:
     """Apply ``{"a.b": value}`` settings to a frozen dataclass config, each type-checked against the field's
-    current value (ints widen to floats, lists become tuples; nothing else converts). Every problem is a
-    ValueError naming the setting; the config's own validation runs on the result."""
-    for name, value in settings.items():
-        try:
-            cfg = _set(cfg, name.split("."), value, name)
-        except TypeError as err:  # a dataclass refusing the value in __post_init__ arithmetic, say
-            raise ValueError(f"setting {name}={value!r}: {err}") from None
-    return cfg
+    current value (ints widen to floats, lists become tuples; nothing else converts). All settings are applied
+    before the configs validate themselves, so their order does not matter. Every problem is a ValueError
+    naming the setting."""
+    return _apply(cfg, {tuple(name.split(".")): value for name, value in settings.items()}, "")
 
 
-def _set(cfg: Any, path: list[str], value: Any, name: str) -> Any:
+def _apply(cfg: Any, settings: dict[tuple[str, ...], Any], prefix: str) -> Any:
     if not (dataclasses.is_dataclass(cfg) and not isinstance(cfg, type)):
-        raise ValueError(f"setting {name!r}: {'.'.join(path)} is not a group of settings")
+        raise ValueError(f"setting {prefix.rstrip('.')!r} is not a group of settings")
     names = {f.name for f in dataclasses.fields(cfg)}
-    if path[0] not in names:
-        raise ValueError(f"unknown setting {name!r}; known here: {sorted(names)}")
-    current = getattr(cfg, path[0])
-    if len(path) > 1:
-        return dataclasses.replace(cfg, **{path[0]: _set(current, path[1:], value, name)})
-    return dataclasses.replace(cfg, **{path[0]: _typed(current, value, name)})
+    changes: dict[str, Any] = {}
+    groups: dict[str, dict[tuple[str, ...], Any]] = {}
+    for path, value in settings.items():
+        name = prefix + ".".join(path)
+        if path[0] not in names:
+            raise ValueError(f"unknown setting {name!r}; known here: {sorted(names)}")
+        if len(path) == 1:
+            changes[path[0]] = _typed(getattr(cfg, path[0]), value, name)
+        else:
+            groups.setdefault(path[0], {})[path[1:]] = value
+    for head, sub in groups.items():
+        changes[head] = _apply(changes.get(head, getattr(cfg, head)), sub, f"{prefix}{head}.")
+    try:
+        return dataclasses.replace(cfg, **changes)
+    except TypeError as err:  # a config refusing a value in its own checks' arithmetic, say
+        raise ValueError(f"settings {sorted(changes)} of {type(cfg).__name__}: {err}") from None
 
 
 def _typed(current: Any, value: Any, name: str) -> Any:

@@ -31,6 +31,15 @@ def sha256_file(path: str) -> str:
     return sha256_and_size(path)[0]
 
 
+def md5_file(path: str, chunk: int = 1 << 20) -> str:
+    """md5, where a publisher pins only that (Stanza's resources.json); never a security check on its own."""
+    h = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
 # ---------------------------------------------------------------------------------------------
 # Scratch folders in TMPDIR, named after the process that made them so a later run can remove those of
 # processes that died (a SIGKILLed build leaves its staging LMDBs behind).
@@ -76,19 +85,30 @@ def remove_stale_scratch(root: str | None = None) -> int:
     return removed
 
 
-def atomic_write_text(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` through a unique temporary file, fsync, rename."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+@contextlib.contextmanager
+def atomic_file(path: str) -> Iterator[str]:
+    """A unique temporary path beside ``path`` to write to; when the block ends without an error the file is
+    fsynced and renamed over ``path`` (readers see the old file or the new one, never half of one). On an
+    error the temporary file is removed and ``path`` is untouched."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp-{uuid.uuid4().hex}"
     try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (``atomic_file``)."""
+    with atomic_file(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import sys
 
+from ssrp.corpus import format_stats, show, stats, verify
+
 
 def register(sub) -> None:
     p = sub.add_parser("corpus", help="verify, count and show the records of a corpus")
@@ -24,7 +26,6 @@ def register(sub) -> None:
 
 
 def _verify(args) -> int:
-    from ssrp.corpus import verify
 
     report = verify(args.dir, deep=not args.quick)
     for problem in report.problems:
@@ -34,7 +35,6 @@ def _verify(args) -> int:
 
 
 def _stats(args) -> int:
-    from ssrp.corpus import format_stats, stats
 
     result = stats(args.dir)
     print(json.dumps(result, indent=1) if args.json else format_stats(result))
@@ -42,7 +42,6 @@ def _stats(args) -> int:
 
 
 def _show(args) -> int:
-    from ssrp.corpus import show
 
     try:
         print(show(args.dir, args.key))

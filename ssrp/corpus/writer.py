@@ -27,7 +27,7 @@ from typing import Any
 
 from ssrp import __version__
 from ssrp.config import canonical_json, config_hash, diff_keys
-from ssrp.corpus.records import FORMAT_VERSION, KINDS
+from ssrp.corpus.records import FORMAT_VERSION, KINDS, parse_key, stable_shard
 from ssrp.corpus.shards import ShardInfo, ShardSpec, build_shard
 from ssrp.fileutil import atomic_write_text, scratch_dir, sha256_and_size
 
@@ -62,6 +62,11 @@ class Storage:
 
     def write_text_atomic(self, name: str, text: str) -> None:
         atomic_write_text(self.path(name), text)
+
+    def write_if_changed(self, name: str, text: str) -> None:
+        """Write ``name`` unless it already holds ``text`` (a rerun of a complete corpus changes nothing)."""
+        if not self.exists(name) or self.read_text(name) != text:
+            self.write_text_atomic(name, text)
 
     def put_file(self, local_path: str, name: str) -> None:
         """Copy a local file to ``name`` (a temporary name: the caller renames it into place)."""
@@ -290,11 +295,11 @@ class CorpusWriter:
         extra = dict(extra or {})
         if reports:
             summary, dead = summarize_reports(reports)
-            self.storage.write_text_atomic(DEADLETTERS, "".join(json.dumps(d, sort_keys=True) + "\n" for d in dead))
-            self.storage.write_text_atomic(SUMMARY, json.dumps(summary, indent=1, sort_keys=True))
+            self.storage.write_if_changed(DEADLETTERS, "".join(json.dumps(d, sort_keys=True) + "\n" for d in dead))
+            self.storage.write_if_changed(SUMMARY, json.dumps(summary, indent=1, sort_keys=True))
             extra["summary"] = summary
         manifest = build_manifest(self.plan, infos, extra)
-        self.storage.write_text_atomic(MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
+        self.storage.write_if_changed(MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
         orphans = self.storage.remove_orphans()
         if orphans:
             logger.info("removed %d temporary files left by failed attempts", orphans)
@@ -370,7 +375,6 @@ def write_corpus(
     Records are grouped by shard in memory; large local builds use the pipeline's local runner,
     which streams per shard.
     """
-    from ssrp.corpus.records import parse_key, stable_shard
 
     writer = CorpusWriter(root, plan)
     writer.open()

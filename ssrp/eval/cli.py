@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import argparse
 
+from ssrp.config import with_overrides
+from ssrp.eval.config import EvalConfig
+
 
 def _common(p: argparse.ArgumentParser, select: bool = True) -> None:
     p.add_argument("--ckpt", required=True, metavar="CKPT", help="stage-2 checkpoint.pt (encoder + probes)")
@@ -63,9 +66,6 @@ def register(sub) -> None:
 
 def _config(args):
     import dataclasses
-
-    from ssrp.config import with_overrides
-    from ssrp.eval.config import EvalConfig
 
     cfg = with_overrides(EvalConfig(), list(args.overrides))
     changes = {}

@@ -30,6 +30,7 @@ from ssrp import __version__
 from ssrp.eval.inference import Output, ProbeModel
 from ssrp.eval.metrics import upper_triangle
 from ssrp.eval.retrieval import ImageFeatures, enhance, image_features
+from ssrp.fileutil import atomic_file
 
 logger = logging.getLogger(__name__)
 
@@ -61,10 +62,8 @@ def export(model: ProbeModel, image_ids: list[int], path: str) -> dict:
     if model.align is None:
         logger.warning("no g_align head (pass --stage1 RUN1/checkpoint.pt): f_align is not exported and "
                        "'fused' holds the fused relationship vector only")
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
     images = pairs = 0
-    with h5py.File(tmp, "w") as h5:
+    with atomic_file(path) as tmp, h5py.File(tmp, "w") as h5:
         _root_attrs(h5, model, size)
         for feats in image_features(model, image_ids, cfg.image_captions, desc="export: images"):
             _write_image(h5.require_group("images"), model, feats)
@@ -72,7 +71,6 @@ def export(model: ProbeModel, image_ids: list[int], path: str) -> dict:
             images += 1
         h5.attrs["images"] = images
         h5.attrs["pairs"] = pairs
-    os.replace(tmp, path)
     return {"path": path, "images": images, "pairs": pairs, "f_align": model.align is not None}
 
 

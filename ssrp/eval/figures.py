@@ -57,7 +57,7 @@ def apply_view(image: Image.Image, view: str) -> Image.Image:
     """The image as the view's regions lie on it. Only the image-level flip (``hflip``, ``hflip_*``) moves
     pixels; the RoI-level views (``roi_hflip``, ``rot90/180/270``, ``jitter*``) transform the pooled RoI
     features or re-pool scaled boxes, so their boxes lie on the (raw or flipped) image as it is
-    (docs/augment-views.md)."""
+    (docs/views.md)."""
     return ImageOps.mirror(image) if view == "hflip" or view.startswith("hflip_") else image
 
 

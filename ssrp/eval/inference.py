@@ -21,9 +21,10 @@ import torch
 from torch import Tensor
 
 from ssrp.corpus import CorpusReader
+from ssrp.devices import resolve_device
 from ssrp.eval.config import EvalConfig
-from ssrp.train.checkpoint import load_checkpoint
-from ssrp.train.config import DataConfig, ModelConfig, Stage2Config, TrainConfig
+from ssrp.train.checkpoint import load_checkpoint, train_config_of
+from ssrp.train.config import TrainConfig
 from ssrp.train.data import Collate, CorpusRecords, fit_text
 from ssrp.train.heads import AlignHead, upper_triangle
 from ssrp.train.steps import Stage2Model
@@ -58,27 +59,6 @@ class Output:
     f_align: np.ndarray | None  # float [H] g_align output (Eq. 4), None without the stage-1 head
 
 
-def _tuples(d: dict) -> dict:
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
-
-
-def train_config_of(ckpt: dict) -> TrainConfig:
-    """The model, data and stage-2 settings a checkpoint was trained with."""
-    c = ckpt["config"]
-    return TrainConfig(
-        stage=c["stage"],
-        model=ModelConfig(**_tuples(c["model"])),
-        data=DataConfig(**_tuples(c["data"])),
-        stage2=Stage2Config(**_tuples(c["stage2"])),
-    )
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 class ProbeModel:
     def __init__(self, ckpt: str, corpus: str, cfg: EvalConfig | None = None, stage1: str | None = None):
         self.ckpt_path = ckpt
@@ -104,7 +84,7 @@ class ProbeModel:
         cfg = train_config_of(ckpt)
         model = Stage2Model(cfg)
         model.load_state_dict(ckpt["model"])
-        self.device = pick_device(self.cfg.device)
+        self.device = resolve_device(self.cfg.device)
         self.model = model.to(self.device).eval()
         self.align = self._load_align(cfg, ckpt["model"])
         self.train_cfg = cfg

@@ -16,8 +16,10 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 from scipy.stats import rankdata
 
+from ssrp.train.heads import upper_triangle as heads_upper_triangle
 from ssrp.train.metrics import PUNCT_UPOS, mst_edges, non_punct, uuas, uuas_counts
 
 __all__ = [
@@ -105,14 +107,10 @@ def gold_arcs(heads: Sequence[int], n: int | None = None) -> set[tuple[int, int]
 
 
 def upper_triangle(dist: np.ndarray, size: int) -> np.ndarray:
-    """The strict upper triangle of a [n, n] matrix zero-padded to [size, size] (the projection heads' input)."""
-    n = dist.shape[0]
-    if n > size:
-        raise ValueError(f"a relation matrix of {n} nodes does not fit {size} nodes")
-    full = np.zeros((size, size), np.float32)
-    full[:n, :n] = dist
-    i, j = np.triu_indices(size, k=1)
-    return full[i, j]
+    """The strict upper triangle of a [n, n] matrix zero-padded to [size, size]: the projection heads' own
+    vectorisation (ssrp.train.heads.upper_triangle), on one numpy matrix."""
+    r = torch.as_tensor(np.asarray(dist, dtype=np.float32))[None]
+    return heads_upper_triangle(r, torch.ones(r.shape[:2], dtype=torch.bool), size)[0].numpy()
 
 
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:

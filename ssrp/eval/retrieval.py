@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ssrp.corpus import CorpusReader
+from ssrp.eval.figures import GridCell, draw_relations, retrieval_grid, view_canvas
 from ssrp.eval.inference import Output, Pair, ProbeModel
 from ssrp.eval.select import caption_ids
 
@@ -182,7 +183,6 @@ def retrieve(model: ProbeModel, image_ids: list[int], out: str, coco: str | None
 
 def write_grid(model: ProbeModel, ids: list[int], orders: dict[str, np.ndarray], tops: list[int | None],
                sets: list[set[int]], path: str, coco: str | None) -> str:
-    from ssrp.eval.figures import GridCell, draw_relations, retrieval_grid, view_canvas
 
     cfg = model.cfg
     cache: dict[int, object] = {}

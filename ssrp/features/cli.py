@@ -1,10 +1,13 @@
-"""ssrp features: BUTD region features of images into a corpus; export; convert checkpoints.
+"""ssrp features: BUTD region features of images into a corpus (a preset of ``ssrp build``); export; convert.
 
-    ssrp features --coco COCO --out CORPUS --models MODELS      raw-view records + index records
+    ssrp features --coco COCO --out CORPUS --models MODELS      raw-view records, raw captions, index
     ssrp features --images DIR --out CORPUS --models MODELS     raw-view records of a folder
     ssrp features export CORPUS --tsv OUT.tsv --hdf5 OUT.h5     LXMERT TSV / HDF5 from a corpus
-    ssrp features convert --hf pytorch_model.bin --out MODELS/detector
-    ssrp features convert --d2-pkl faster_rcnn_from_caffe_attr.pkl --out MODELS/detector --allow-unverified-pickle
+    ssrp features convert --hf pytorch_model.bin --out MODELS/features
+    ssrp features convert --d2-pkl faster_rcnn_from_caffe_attr.pkl --out MODELS/features --allow-unverified-pickle
+
+A corpus written by ``ssrp features`` is the one ``ssrp build --preset features`` writes (same builder, same
+shards, resumable); ``--set features.KEY=VALUE`` sets any FeaturesConfig field.
 """
 
 from __future__ import annotations
@@ -14,11 +17,15 @@ import json
 import os
 import shutil
 
+from ssrp.pipeline.cli import add_build_args, add_input_args, config_from_args, run_from_args
+from ssrp.pipeline.config import PRESETS
+
 
 def register(sub) -> None:
-    p = sub.add_parser("features", help="BUTD Faster R-CNN region features into a corpus (no Beam)",
+    p = sub.add_parser("features", help="BUTD Faster R-CNN region features into a corpus (a build preset)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_input_args(p)
+    add_input_args(p, ("coco", "images"), required=False)
+    add_build_args(p, beam=False, required=False)
     p.add_argument("--tsv", metavar="FILE", help="also export the raw view as an LXMERT TSV")
     p.add_argument("--hdf5", metavar="FILE", help="also export the raw view as HDF5")
     p.set_defaults(func=_extract)
@@ -34,7 +41,7 @@ def register(sub) -> None:
     src = c.add_mutually_exclusive_group(required=True)
     src.add_argument("--hf", metavar="FILE", help="Hugging Face unc-nlp/frcnn-vg-finetuned pytorch_model.bin")
     src.add_argument("--d2-pkl", metavar="FILE", help="airsplay's detectron2 pickle faster_rcnn_from_caffe_attr.pkl")
-    c.add_argument("--out", required=True, metavar="DIR", help="detector directory to write (e.g. MODELS/detector)")
+    c.add_argument("--out", required=True, metavar="DIR", help="detector directory to write (e.g. MODELS/features)")
     c.add_argument("--objects-vocab", metavar="FILE", help="objects_vocab.txt to copy next to the weights")
     c.add_argument("--attributes-vocab", metavar="FILE", help="attributes_vocab.txt to copy next to the weights")
     c.add_argument("--allow-unverified-pickle", action="store_true",
@@ -42,83 +49,10 @@ def register(sub) -> None:
     c.set_defaults(func=_convert)
 
 
-def add_input_args(p: argparse.ArgumentParser) -> None:
-    """Inputs, output, models and run settings shared by `ssrp features` and `ssrp augment views`."""
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--images", metavar="DIR", help="a folder of images (ids: numeric file names, else order)")
-    src.add_argument("--coco", metavar="DIR", help="an MSCOCO 2017 root (annotations/captions_*2017.json)")
-    p.add_argument("--splits", default=None, help="COCO splits, comma separated (default: every captions file)")
-    p.add_argument("--out", metavar="CORPUS", help="corpus directory to write")
-    p.add_argument("--models", metavar="DIR", help="models directory holding detector/")
-    p.add_argument("--limit", type=int, default=None, help="only the first N images (by id)")
-    p.add_argument("--batch-size", type=int, default=8, help="images per stage call (default 8)")
-    p.add_argument("--workers", type=int, default=2, help="decoding worker processes (default 2; 0: none)")
-    p.add_argument("--shards", type=int, default=None, help="image shards (default: about 256 MB each)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--precision", default="auto", help="auto | fp32 | tf32 | fp16 | bf16")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="a FeaturesConfig setting, e.g. --set select.max_boxes=100 (repeatable)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def features_config(args):
-    from ssrp.config import with_overrides
-    from ssrp.features.config import FeaturesConfig
-
-    cfg = FeaturesConfig(models_dir=args.models, device=args.device, precision=args.precision)
-    return with_overrides(cfg, [o for o in args.overrides if not o.startswith("views.")])
-
-
-def output_config(cfg) -> dict:
-    """The settings that decide the records' bytes (hashed into the corpus manifest)."""
-    from ssrp.config import to_dict
-
-    d = to_dict(cfg)
-    for name in ("models_dir", "device", "trunk_batch", "verify_weights"):
-        d.pop(name, None)
-    d["roi"].pop("chunk", None)  # how many RoIs per res5 call: same bytes on CPU
-    d["rpn"].pop("early_stop_nms", None)  # exact shortcut: same proposals
-    d["select"].pop("method", None)  # vectorised and loop give identical selections
-    return d
-
-
-def resolve_inputs(args) -> tuple[list, list]:
-    from ssrp.features.loader import list_coco, list_image_dir
-
-    if not (args.out and args.models and (args.images or args.coco)):
-        raise ValueError("need --images DIR or --coco DIR, --out CORPUS and --models DIR")
-    if args.coco:
-        items, index = list_coco(args.coco, args.splits.split(",") if args.splits else None)
-    else:
-        items, index = list_image_dir(args.images), []
-    items = sorted(items, key=lambda i: i.image_id)[: args.limit]
-    keep = {i.image_id for i in items}
-    return items, [r for r in index if r.image_id in keep]
-
-
-def run_stage(args, stage, cfg, config: dict, views: int) -> int:
-    """Load ``stage``, run it over the inputs into args.out, print a summary."""
-    from ssrp.features.run import auto_shards, build_image_corpus
-
-    items, index = resolve_inputs(args)
-    stage.load()
-    summary = build_image_corpus(
-        args.out, items, stage, decode=cfg.decode, config=config, models={"detector": stage.model_identity},
-        index=index, image_shards=args.shards or auto_shards(len(items), views), batch_size=args.batch_size,
-        workers=args.workers, progress=not args.no_progress,
-    )
-    print(f"{summary.images} images: {summary.records} records written, {summary.dead_letters} dead letters"
-          + (f" {summary.by_reason}" if summary.by_reason else "") + f" -> {args.out}")
-    return 0
-
-
 def _extract(args) -> int:
-    if getattr(args, "features_command", None):
-        return 0
-    from ssrp.features.extractor import Extractor
-
-    cfg = features_config(args)
-    code = run_stage(args, Extractor(cfg), cfg, output_config(cfg), views=1)
+    if not ((args.coco or args.images) and args.out and args.models):
+        raise ValueError("give --coco DIR or --images DIR, --out CORPUS and --models DIR (or an action: export, convert)")
+    code = run_from_args(config_from_args(args, PRESETS["features"]), args)
     if args.tsv or args.hdf5:
         _write_exports(args.out, args.tsv, args.hdf5, "raw", False)
     return code

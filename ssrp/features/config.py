@@ -186,7 +186,7 @@ class FeaturesConfig:
     # settings of where and how fast, not of what: left out of a corpus's config (ssrp.config.config_identity)
     RUNTIME: ClassVar[frozenset[str]] = frozenset({"models_dir", "device", "trunk_batch", "verify_weights"})
 
-    models_dir: str = ""  # holds detector/ (from `ssrp models fetch detector` or `ssrp models tiny`)
+    models_dir: str = ""  # holds features/ (from `ssrp models fetch features` or `ssrp models tiny`)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "auto"  # auto (fp16 on GPU, fp32 on CPU) | fp32 | tf32 | fp16 | bf16 (convolutions only)
     channels_last: bool = True  # memory format of the convolutions
@@ -213,41 +213,3 @@ class FeaturesConfig:
             )
         if not math.isfinite(self.rpn.min_size):
             raise ValueError("rpn.min_size must be finite")
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> FeaturesConfig:
-        """Build from nested dicts or dotted keys, e.g. {"select.max_boxes": 100, "rpn": {"nms_thresh": 0.7}}."""
-        return build_nested(cls, data)
-
-
-def build_nested(cls: type, data: dict[str, Any]) -> Any:
-    """A frozen dataclass from nested dicts and/or dotted keys; unknown keys raise ValueError."""
-    nested: dict[str, Any] = {}
-    for key, value in data.items():
-        head, _, rest = key.partition(".")
-        if rest:
-            nested.setdefault(head, {})[rest] = value
-        elif isinstance(value, dict):
-            nested[head] = {**value, **nested.get(head, {})}  # a copy: the caller's dict is never changed
-        else:
-            nested[head] = value
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs: dict[str, Any] = {}
-    for name, value in nested.items():
-        if name not in fields:
-            raise ValueError(f"{cls.__name__}: unknown setting {name!r}; known: {sorted(fields)}")
-        default = _default_of(fields[name])
-        if dataclasses.is_dataclass(default) and isinstance(value, dict):
-            value = build_nested(type(default), value)
-        elif isinstance(default, tuple) and isinstance(value, list):
-            value = tuple(value)
-        kwargs[name] = value
-    return cls(**kwargs)
-
-
-def _default_of(f: dataclasses.Field) -> Any:
-    if f.default is not dataclasses.MISSING:
-        return f.default
-    if f.default_factory is not dataclasses.MISSING:
-        return f.default_factory()
-    return None

@@ -34,15 +34,16 @@ import math
 import os
 import pickle
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
 from ssrp.features.config import DetectorArch
+from ssrp.features.models import HF_CHECKPOINT, WeightsError, save_detector
 from ssrp.features.proposals import caffe_anchor_table
-from ssrp.features.weights import WeightsError, save_detector
+from ssrp.fileutil import sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -103,9 +104,7 @@ def read_d2_pickle(path: str, allow_unverified_pickle: bool = False) -> tuple[di
     is read only when its sha256 is pinned in PINNED_PICKLES or the caller passes the explicit flag
     (the user vouches for the file), and then only through _ArraysOnly.
     """
-    from ssrp.models.hub import sha256_of
-
-    digest = sha256_of(path)
+    digest = sha256_file(path)
     pinned = os.path.basename(path) in PINNED_PICKLES and PINNED_PICKLES[os.path.basename(path)] == digest
     if not (pinned or digest in PINNED_PICKLES.values() or allow_unverified_pickle):
         raise ConversionError(
@@ -278,10 +277,8 @@ def _roll_rows(state: dict[str, torch.Tensor], keys: list[str]) -> dict[str, tor
 def convert_checkpoint(path: str, layout: str, out_dir: str, *, allow_unverified_pickle: bool = False,
                        arch: DetectorArch | None = None, name: str = "butd-r101-vg") -> dict:
     """Read a published checkpoint, convert, check, and write detector.safetensors + manifest.json."""
-    from ssrp.models.hub import sha256_of
-
     if layout == "hf":
-        source, digest = read_hf_checkpoint(path), sha256_of(path)
+        source, digest = read_hf_checkpoint(path), sha256_file(path)
     elif layout == "d2":
         source, digest = read_d2_pickle(path, allow_unverified_pickle)
     else:
@@ -331,3 +328,9 @@ def to_published_layout(state: Mapping[str, torch.Tensor], arch: DetectorArch, l
         out[f"{OBJECTNESS}.weight"] = torch.cat([bg_w, w + bg_w])  # softmax([bg, fg])[1] = sigmoid(w)
         out[f"{OBJECTNESS}.bias"] = torch.cat([bg_b, b + bg_b])
     return out
+
+
+def convert_fetched(model_dir: str, fetched: Sequence = ()) -> dict:
+    """post-fetch step: the downloaded HF checkpoint (its sha256 pinned and checked) -> detector.safetensors +
+    manifest.json."""
+    return convert_checkpoint(os.path.join(model_dir, HF_CHECKPOINT), "hf", model_dir)

@@ -23,12 +23,13 @@ import torch
 from torchvision.ops import roi_pool
 
 from ssrp.deadletter import RecordFailure
+from ssrp.devices import resolve_device
 from ssrp.features.config import FeaturesConfig
 from ssrp.features.image import DecodedImage
+from ssrp.features.models import LoadedDetector, load_detector
 from ssrp.features.preprocess import image_blob
 from ssrp.features.proposals import image_proposals
 from ssrp.features.select import Selection, select_batch, select_loop
-from ssrp.features.weights import LoadedDetector, load_detector
 
 logger = logging.getLogger(__name__)
 
@@ -87,12 +88,6 @@ class Detection:
     @property
     def keep(self) -> torch.Tensor:
         return self.selection.keep
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:

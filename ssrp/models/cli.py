@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 
+from ssrp.models.hub import build_tiny, fetch, source
+from ssrp.models.registry import SOURCES
+
 
 def register(sub) -> None:
     p = sub.add_parser("models", help="fetch official weights (checksummed) or build tiny offline models")
@@ -24,8 +27,6 @@ def register(sub) -> None:
 
 
 def _fetch(args) -> int:
-    from ssrp.models.hub import fetch
-    from ssrp.models.registry import SOURCES
 
     names = sorted(SOURCES) if args.names == ["all"] else args.names
     for name in names:
@@ -34,15 +35,12 @@ def _fetch(args) -> int:
 
 
 def _tiny(args) -> int:
-    from ssrp.models.hub import build_tiny
 
     print(json.dumps(build_tiny(args.out, args.only), indent=1, default=str))
     return 0
 
 
 def _list(args) -> int:
-    from ssrp.models.hub import source
-    from ssrp.models.registry import SOURCES
 
     for name in sorted(SOURCES):
         src = source(name)

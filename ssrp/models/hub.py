@@ -13,7 +13,6 @@ Trust rules (docs/install.md, "Trust"):
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import logging
 import os
@@ -23,9 +22,9 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from ssrp.fileutil import require_dir_path
+from ssrp.fileutil import md5_file, require_dir_path
 from ssrp.fileutil import sha256_file as sha256_of
-from ssrp.models.registry import SOURCES, TINY_BUILDERS
+from ssrp.models.registry import SOURCES, TINY_BUILDERS, canonical_name, model_folder
 from ssrp.models.trust import read_signed_checksums, record_checksums
 
 logger = logging.getLogger(__name__)
@@ -84,6 +83,7 @@ def _load(ref: str):
 
 
 def source(name: str) -> ModelSource:
+    name = canonical_name(name)
     if name not in SOURCES:
         raise ValueError(f"unknown model {name!r}; known: {sorted(SOURCES)}")
     return _load(SOURCES[name])
@@ -94,17 +94,9 @@ def verify_file(path: str, expected: str | None, md5: str | None = None) -> str:
     digest = sha256_of(path)
     if expected is not None and digest != expected:
         raise ChecksumError(f"{path}: sha256 {digest} does not match the pinned {expected}")
-    if md5 is not None and _md5(path) != md5:
-        raise ChecksumError(f"{path}: md5 {_md5(path)} does not match the pinned {md5}")
+    if md5 is not None and md5_file(path) != md5:
+        raise ChecksumError(f"{path}: md5 {md5_file(path)} does not match the pinned {md5}")
     return digest
-
-
-def _md5(path: str) -> str:
-    h = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def obtain(remote: RemoteFile, model_dir: str, trust_existing: Sequence[str] = (), progress: bool = True) -> Fetched:
@@ -195,7 +187,7 @@ def fetch(name: str, to_dir: str, progress: bool = True, trust_existing: Sequenc
     model dir."""
     src = source(name)
     require_dir_path(to_dir, "--to")
-    model_dir = os.path.join(to_dir, name)
+    model_dir = model_folder(to_dir, src.name)
     os.makedirs(model_dir, exist_ok=True)
     fetched = [obtain(remote, model_dir, trust_existing, progress) for remote in src.files]
     if src.post_fetch:
@@ -206,7 +198,7 @@ def fetch(name: str, to_dir: str, progress: bool = True, trust_existing: Sequenc
 def build_tiny(out_dir: str, only: list[str] | None = None) -> dict:
     """Build every registered tiny model (or those named) under out_dir; returns their manifests."""
     require_dir_path(out_dir, "the models directory")
-    names = list(TINY_BUILDERS) if not only else only
+    names = list(TINY_BUILDERS) if not only else [canonical_name(n) for n in only]
     out = {}
     for name in names:
         if name not in TINY_BUILDERS:

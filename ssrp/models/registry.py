@@ -1,11 +1,19 @@
-"""Which stage provides which model. Each entry points at the stage's own module, imported only
-when that model is fetched or built."""
+"""Which stage provides which model, and where in a models directory each one lives.
 
-# name -> "module:attribute" of a hub.ModelSource
+A model's folder and its ``ssrp models fetch`` name are the name of the stage that uses it (``features``,
+``translate``, ``parse``) or ``bert`` (the trainer's text encoder). Folders of earlier ssrp versions
+(``detector``, ``translation``, ``parser``) are still found, by ``model_folder`` alone.
+"""
+
+from __future__ import annotations
+
+import os
+
+# name -> "module:attribute" of a hub.ModelSource, imported only when that model is fetched or listed
 SOURCES: dict[str, str] = {
-    "detector": "ssrp.features.hub:DETECTOR_SOURCE",
-    "translation": "ssrp.augment.translation_models:SOURCE",
-    "parser": "ssrp.parse.models:PARSER_SOURCE",
+    "features": "ssrp.features.models:SOURCE",
+    "translate": "ssrp.translate.models:SOURCE",
+    "parse": "ssrp.parse.models:SOURCE",
     "bert": "ssrp.train.bert:SOURCE",
 }
 
@@ -14,8 +22,27 @@ SOURCES: dict[str, str] = {
 # tiny build writes a WordPiece vocabulary learned from the sample captions to bert/vocab.txt,
 # which the tiny BERT then uses.
 TINY_BUILDERS: dict[str, str] = {
-    "detector": "ssrp.features.hub:build_tiny",
-    "translation": "ssrp.augment.translation_models:build_tiny",
-    "parser": "ssrp.parse.tiny:build_tiny",
+    "features": "ssrp.features.tiny:build_tiny",
+    "translate": "ssrp.translate.tiny:build_tiny",
+    "parse": "ssrp.parse.tiny:build_tiny",
     "bert": "ssrp.train.bert:build_tiny_bert",
 }
+
+# the folder (and fetch) names of ssrp 0.1's first releases
+LEGACY_NAMES = {"detector": "features", "translation": "translate", "parser": "parse"}
+
+
+def canonical_name(name: str) -> str:
+    """A model's name, accepting the legacy ones (``detector`` -> ``features``)."""
+    return LEGACY_NAMES.get(name, name)
+
+
+def model_folder(models_dir: str, name: str) -> str:
+    """``models_dir/<name>``, or the legacy folder of that model when only it exists."""
+    folder = os.path.join(models_dir, name)
+    legacy = [old for old, new in LEGACY_NAMES.items() if new == name]
+    if not os.path.isdir(folder):
+        for old in legacy:
+            if os.path.isdir(os.path.join(models_dir, old)):
+                return os.path.join(models_dir, old)
+    return folder

@@ -19,6 +19,7 @@ import logging
 import os
 from dataclasses import dataclass
 
+from ssrp.devices import resolve_device
 from ssrp.parse.config import ParseConfig
 from ssrp.parse.models import PackageInfo, read_manifest
 from ssrp.parse.speedups import fast_stanza
@@ -35,14 +36,6 @@ class Sentence:
     upos: tuple[str, ...]
     heads: tuple[int, ...]
     deprels: tuple[str, ...]
-
-
-def resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def tokenizer_mode(cfg: ParseConfig, info: PackageInfo) -> str:
@@ -67,7 +60,7 @@ def pipeline_kwargs(cfg: ParseConfig, info: PackageInfo) -> dict:
         "package": None,
         "download_method": None,
         "tokenize_pretokenized": pretokenized,
-        "device": resolve_device(cfg.device),
+        "device": str(resolve_device(cfg.device)),
         "pos_batch_size": cfg.pos_batch_size,
         "pos_batch_maximum_tokens": cfg.depparse_batch_size,
         "depparse_batch_size": cfg.depparse_batch_size,

@@ -1,62 +1,54 @@
-"""ssrp parse: Stanza parses, WordPiece alignment and tree distances, outside the Beam pipeline.
+"""ssrp parse: Stanza parses, WordPiece alignment and tree distances of one sentence, or of a corpus's captions.
 
     ssrp parse --text "A man rides a horse on the beach." --models models
-    ssrp parse --corpus corpus --out corpus-parsed --models models [--set multi_sentence=virtual_root]
+    ssrp parse --corpus corpus --out corpus-parsed --models models [--set parse.multi_sentence=virtual_root]
+
+``--corpus`` is a preset of ``ssrp build`` (input: that corpus; stages: parse): image records are copied, every
+text variant is parsed again, and the rules of the builder apply (dead letters, counts, resume).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+
+from ssrp.config import with_settings
+from ssrp.deadletter import DeadLetter
+from ssrp.parse.config import ParseConfig
+from ssrp.parse.stage import Parser
+from ssrp.pipeline.cli import add_build_args, config_from_args, run_from_args, stage_settings
 
 
 def register(sub) -> None:
     p = sub.add_parser(
         "parse",
-        help="parse captions: a corpus's text records, or one sentence (--text)",
+        help="parse captions: one sentence (--text), or a corpus's text records into a new corpus (--corpus)",
         description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--text", help="parse this sentence and print its parse, pieces and distance matrix")
     what.add_argument("--corpus", metavar="IN", help="corpus whose text records to parse (written to --out)")
-    p.add_argument("--out", metavar="OUT", help="output corpus (with --corpus)")
-    p.add_argument("--models", default="models", metavar="DIR", help="models directory (parser/, bert/vocab.txt)")
-    p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: the config's, auto)")
-    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                   help="override a ParseConfig setting, e.g. --set max_tokens=36 (repeatable)")
+    add_build_args(p, beam=False, required=False)
     p.add_argument("--json", action="store_true", help="with --text: print JSON")
     p.set_defaults(func=_parse)
 
 
-def _config(args):
-    from ssrp.config import with_overrides
-    from ssrp.parse.config import ParseConfig
-
-    cfg = with_overrides(ParseConfig(models_dir=args.models), args.set)
-    if args.device:
-        cfg = with_overrides(cfg, [f"device={args.device}"])
-    return cfg
-
-
 def _parse(args) -> int:
-    cfg = _config(args)
     if args.text is not None:
-        return _parse_text(cfg, args.text, args.json)
-    if not args.out:
-        raise ValueError("--corpus needs --out: the parsed copy is written to a new directory")
-    from ssrp.parse.rewrite import parse_corpus
+        return _parse_text(_config(args), args.text, args.json)
+    if not args.out or not args.models:
+        raise ValueError("--corpus needs --out (the parsed copy is written to a new directory) and --models")
+    return run_from_args(config_from_args(args, ("parse",)), args)
 
-    manifest = parse_corpus(args.corpus, args.out, cfg, progress=not args.quiet)
-    summary = manifest.get("summary", {}).get("captions", {})
-    print(f"{args.out}: {manifest['kinds'].get('text', {}).get('records', 0)} text records; "
-          f"captions in {summary.get('inputs', 0)}, written {summary.get('written', 0)}, "
-          f"dead {summary.get('dead_letters', 0)}")
-    return 0
+
+def _config(args) -> ParseConfig:
+    """The parse settings of --text: --set parse.KEY=VALUE, typed."""
+    models = args.models or "models"
+    return with_settings(ParseConfig(models_dir=models, device=args.device), stage_settings(args.settings)["parse"])
 
 
 def _parse_text(cfg, text: str, as_json: bool) -> int:
-    from ssrp.deadletter import DeadLetter
-    from ssrp.parse.parser import Parser
-
     parser = Parser(cfg).load()
     rec = parser.parse_text(text)
     if isinstance(rec, DeadLetter):

@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from typing import ClassVar
 
+from ssrp.models.registry import model_folder
+
 TOKENIZERS = ("auto", "stanza", "pretokenized")
 MULTI_SENTENCE = ("attach", "virtual_root", "reject")
 
@@ -17,9 +19,9 @@ class ParseConfig:
         {"models_dir", "parser_dir", "vocab_path", "device", "chunk_size", "pos_batch_size", "depparse_batch_size",
          "fast_decode"}
     )
-    # where `ssrp models fetch parser` / `ssrp models tiny` put the models
+    # where `ssrp models fetch parse` / `ssrp models tiny` put the models
     models_dir: str = "models"
-    # the Stanza package directory; "" means models_dir/parser
+    # the Stanza package directory; "" means models_dir/parse
     parser_dir: str = ""
     # BERT-format vocab.txt of the WordPiece tokenizer; "" means models_dir/bert/vocab.txt
     vocab_path: str = ""
@@ -71,7 +73,7 @@ class ParseConfig:
 
     @property
     def resolved_parser_dir(self) -> str:
-        return self.parser_dir or os.path.join(self.models_dir, "parser")
+        return self.parser_dir or model_folder(self.models_dir, "parse")
 
     @property
     def resolved_vocab_path(self) -> str:

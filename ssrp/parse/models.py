@@ -1,12 +1,12 @@
 """The Stanza English package: where it comes from, how it is checked, and how a package directory is described.
 
-A parser directory (``models_dir/parser``) has Stanza's own layout, so Stanza resolves every file itself::
+A parser directory (``models_dir/parse``) has Stanza's own layout, so Stanza resolves every file itself::
 
     resources.json                      Stanza's model index (real: stanza-resources at a pinned commit)
     en/{processor}/{package}.pt         e.g. en/depparse/combined_charlm.pt, en/pretrain/conll17.pt
     ssrp-parser.json                    ssrp's description: language, processors -> packages, tokenizer mode
 
-``ssrp models fetch parser`` downloads the default English models of Stanza 1.15.0 from the Hugging Face
+``ssrp models fetch parse`` downloads the default English models of Stanza 1.15.0 from the Hugging Face
 repository ``stanfordnlp/stanza-en`` at tag ``v1.15.0``. Hugging Face publishes no sha256 for that tag that
 could be found, but Stanza's ``resources.json`` lists an md5 per file: the resources file is pinned by sha256
 (stanza-resources commit 9e22b99), and every model file is checked against the md5 it lists (and the same
@@ -15,17 +15,21 @@ md5s are pinned here) after download. The tiny package (``ssrp.parse.tiny``) wri
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from ssrp.fileutil import md5_file, sha256_file
 from ssrp.models.hub import ChecksumError, ModelSource, RemoteFile
+from ssrp.models.manifest import read_manifest as read_json_manifest
+from ssrp.models.manifest import write_manifest as write_json_manifest
+from ssrp.parse.config import ParseConfig
 
 logger = logging.getLogger(__name__)
 
+NAME = "parse"  # the models folder and the `ssrp models fetch` name, like the stage
 MANIFEST = "ssrp-parser.json"
 MANIFEST_FORMAT = "ssrp-parser/1"
 STANZA_VERSION = "1.15.0"
@@ -86,25 +90,14 @@ class PackageInfo:
 
 
 def write_manifest(info: PackageInfo) -> str:
-    path = os.path.join(info.path, MANIFEST)
-    with open(path + ".tmp", "w", encoding="utf-8") as fh:
-        json.dump(info.to_json(), fh, indent=1, sort_keys=True)
-    os.replace(path + ".tmp", path)
-    return path
+    return write_json_manifest(os.path.join(info.path, MANIFEST), info.to_json())
 
 
 def read_manifest(parser_dir: str) -> PackageInfo:
     """Describe a parser directory; the same reader serves the real and the tiny package."""
-    path = os.path.join(parser_dir, MANIFEST)
-    if not os.path.isfile(path):
-        raise ParserPackageError(
-            f"{path} not found: {parser_dir} is not a parser package. Run `ssrp models fetch parser --to DIR` "
-            "(downloads Stanza's English models) or `ssrp models tiny DIR` (offline), then point models_dir at DIR"
-        )
-    with open(path, encoding="utf-8") as fh:
-        data = json.load(fh)
-    if data.get("format") != MANIFEST_FORMAT:
-        raise ParserPackageError(f"{path}: format {data.get('format')!r}, expected {MANIFEST_FORMAT!r}")
+    fix = (f"{parser_dir} is not a parser package. Run `ssrp models fetch parse --to DIR` (downloads Stanza's "
+           "English models) or `ssrp models tiny DIR` (offline), then point models_dir at DIR")
+    data = read_json_manifest(os.path.join(parser_dir, MANIFEST), MANIFEST_FORMAT, ParserPackageError, fix)
     if not os.path.isfile(os.path.join(parser_dir, "resources.json")):
         raise ParserPackageError(f"{parser_dir}/resources.json is missing: the package is incomplete")
     known = {"format", "lang", "processors", "tokenizer", "stanza_version", "tiny"}
@@ -119,12 +112,6 @@ def read_manifest(parser_dir: str) -> PackageInfo:
     )
 
 
-def md5_of(path: str, chunk: int = 1 << 20) -> str:
-    h = hashlib.md5()  # noqa: S324 - the checksum Stanza publishes; resources.json itself is sha256-pinned
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def listed_md5(resources: dict, relpath: str, lang: str = LANG) -> str | None:
@@ -147,7 +134,7 @@ def verify_package(parser_dir: str, expected: dict[str, str] | None = None) -> d
         path = os.path.join(parser_dir, LANG, relpath)
         if not os.path.isfile(path):
             raise ParserPackageError(f"{path} is missing from the parser package")
-        digest = md5_of(path)
+        digest = md5_file(path)
         listed = listed_md5(resources, relpath)
         if digest != pinned or (listed is not None and digest != listed):
             os.replace(path, path + ".bad")
@@ -177,8 +164,8 @@ def _model_file(relpath: str) -> RemoteFile:
     return RemoteFile(url=MODEL_URL.format(path=relpath), dest=f"{LANG}/{relpath}", sha256=None, md5=MD5[relpath])
 
 
-PARSER_SOURCE = ModelSource(
-    name="parser",
+SOURCE = ModelSource(
+    name=NAME,
     description=f"Stanza {STANZA_VERSION} default English models (tokenize, mwt, pos, lemma, depparse; "
     "conll17 word vectors; 1billion character LMs), about 350 MB",
     files=(RemoteFile(url=RESOURCES_URL, dest="resources.json", sha256=RESOURCES_SHA256),)
@@ -189,3 +176,13 @@ PARSER_SOURCE = ModelSource(
         "resources.json after download (finish_fetch).",
     ),
 )
+
+
+def model_identity(cfg: ParseConfig) -> dict:
+    """What identifies the parse models, independent of where they are stored (for manifests)."""
+    info = read_manifest(cfg.resolved_parser_dir)
+    return {
+        "stanza_package": {k: v for k, v in info.to_json().items() if k != "format"},
+        "resources_sha256": sha256_file(os.path.join(info.path, "resources.json")),
+        "vocab_sha256": sha256_file(cfg.resolved_vocab_path),
+    }

@@ -36,6 +36,8 @@ from itertools import chain
 
 import numpy as np
 
+from ssrp.parse.mst import one_root_tree
+
 # the modules that bind get_long_tensor at import (the processors a parse pipeline can run)
 _LONG_TENSOR_USERS = (
     "stanza.models.pos.data",
@@ -135,8 +137,6 @@ _SWAP = _Swap()
 
 def _targets() -> list[tuple[object, str, object]]:
     from stanza.models.common.vocab import BaseVocab
-
-    from ssrp.parse.mst import one_root_tree
 
     targets: list[tuple[object, str, object]] = [(BaseVocab, "map", vocab_map)]
     for name in _DECODER_USERS:

@@ -2,7 +2,7 @@
 
 ``build_tiny(models_dir)`` writes
 
-    models_dir/parser/   a Stanza package trained in seconds on ssrp/parse/data/tiny.conllu (34 caption-like
+    models_dir/parse/    a Stanza package trained in seconds on ssrp/parse/data/tiny.conllu (34 caption-like
                          sentences with hand-checked UD annotation): tokenizer, POS tagger, dictionary
                          lemmatizer, biaffine depparse and 4-dimensional word vectors, with a resources.json, so
                          Stanza loads it exactly as it loads the real package. A tokenizer trained on 34
@@ -25,7 +25,11 @@ import tempfile
 from contextlib import contextmanager
 from importlib import resources
 
-from ssrp.parse.models import LANG, STANZA_VERSION, PackageInfo, md5_of, write_manifest
+from ssrp.fileutil import md5_file
+from ssrp.models.registry import model_folder
+from ssrp.parse.models import LANG, NAME, STANZA_VERSION, PackageInfo, write_manifest
+from ssrp.parse.wordpiece import train_wordpiece
+from ssrp.sample import SampleConfig, write_sample
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +69,6 @@ def conllu_sentences(path: str) -> list[tuple[str, list[str]]]:
 
 def sample_captions(images: int = SAMPLE_IMAGES, seed: int = 0) -> list[str]:
     """Captions of the mini-COCO sample (ssrp.sample), the texts the demo parses."""
-    from ssrp.sample import SampleConfig, write_sample
 
     with tempfile.TemporaryDirectory(prefix="ssrp-sample-") as tmp:
         write_sample(tmp, SampleConfig(images=images, val_images=0, seed=seed))
@@ -186,11 +189,11 @@ def _resources(md5: dict[str, str]) -> dict:
 
 
 def build_tiny_parser(models_dir: str) -> dict:
-    """Train and install the tiny Stanza package under models_dir/parser; returns its description."""
+    """Train and install the tiny Stanza package under models_dir/parse; returns its description."""
     from stanza.models.common.pretrain import Pretrain
     from stanza.resources.common import logging_level_context
 
-    out = os.path.join(models_dir, "parser")
+    out = model_folder(models_dir, NAME)
     conllu = tiny_conllu_path()
     words = {w.lower() for _, ws in conllu_sentences(conllu) for w in ws}
     with (
@@ -206,7 +209,7 @@ def build_tiny_parser(models_dir: str) -> dict:
             dest = os.path.join(out, LANG, name, f"{PACKAGE}.pt")
             os.makedirs(os.path.dirname(dest), exist_ok=True)
             shutil.copyfile(src, dest)
-    md5 = {name: md5_of(os.path.join(out, LANG, name, f"{PACKAGE}.pt")) for name in files}
+    md5 = {name: md5_file(os.path.join(out, LANG, name, f"{PACKAGE}.pt")) for name in files}
     with open(os.path.join(out, "resources.json"), "w", encoding="utf-8") as fh:
         json.dump(_resources(md5), fh, indent=1, sort_keys=True)
     info = PackageInfo(
@@ -225,7 +228,6 @@ def build_tiny_parser(models_dir: str) -> dict:
 def build_tiny_wordpiece(models_dir: str, texts: list[str] | None = None, vocab_size: int = TINY_VOCAB_SIZE) -> dict:
     """Write models_dir/bert/vocab.txt learned from ``texts`` (default: the sample captions and the tiny
     treebank), unless a vocab.txt is already there."""
-    from ssrp.parse.wordpiece import train_wordpiece
 
     path = os.path.join(models_dir, "bert", "vocab.txt")
     if os.path.exists(path):
@@ -240,5 +242,5 @@ def build_tiny_wordpiece(models_dir: str, texts: list[str] | None = None, vocab_
 
 
 def build_tiny(models_dir: str) -> dict:
-    """The registry's tiny builder for "parser": the Stanza package and, if absent, the WordPiece vocab."""
-    return {"parser": build_tiny_parser(models_dir), "wordpiece": build_tiny_wordpiece(models_dir)}
+    """The registry's tiny builder for "parse": the Stanza package and, if absent, the WordPiece vocab."""
+    return {"parse": build_tiny_parser(models_dir), "wordpiece": build_tiny_wordpiece(models_dir)}

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ssrp.fileutil import atomic_write_text
+
 logger = logging.getLogger(__name__)
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -207,9 +209,6 @@ def train_wordpiece(
     vocab = build_vocab(texts, vocab_size, lowercase, min_frequency)
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, "vocab.txt")
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write("".join(token + "\n" for token in vocab))
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(token + "\n" for token in vocab))
     logger.info("wrote a %d-token WordPiece vocabulary to %s", len(vocab), path)
     return path

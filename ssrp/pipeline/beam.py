@@ -1,10 +1,11 @@
 """The Beam corpus builder: the same stages and shard writer as the local runner, on any runner.
 
-    images:   Create | read image list (inside the pipeline) | drop committed shards | Reshuffle
-              | read bytes | RunInference(detector + views) | keyed by image shard
-    captions: Create | read annotations | drop committed shards | Reshuffle
+    images:   Create | list the inputs (inside the pipeline) | drop committed shards | Reshuffle
+              | read (file bytes, or a source corpus's records) | RunInference(detector + views)
+              | keyed by image shard
+    captions: Create | list the captions | drop committed shards | Reshuffle
               | RunInference(back-translation + parse) | keyed by text shard
-    writing:  (every planned shard, its outcomes, its dead letters) | GroupByKey
+    writing:  (every planned shard, its Outcomes, its ReadFailures) | GroupByKey
               | StageShard (build locally, copy to a unique temporary name)
               | Reshuffle (commit barrier) | PromoteShard (rename, report, marker)
               | ToList | FinishCorpus (index shards from the reports, manifest last)
@@ -19,7 +20,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import uuid
 from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -29,8 +32,8 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInf
 from ssrp.corpus import INDEX, CorpusPlan, CorpusWriter, ShardSpec, Storage
 from ssrp.deadletter import DeadLetter
 from ssrp.fileutil import remove_stale_scratch
-from ssrp.pipeline.coco import ImageInput, read_coco
 from ssrp.pipeline.config import BuildConfig
+from ssrp.pipeline.inputs import CaptionInput, ImageInput, read_inputs
 from ssrp.pipeline.plan import image_report, image_shard, index_items, index_reports, text_report, text_shard
 from ssrp.pipeline.stages import BuildStages, CaptionResult, encode_all
 
@@ -96,8 +99,6 @@ class BeamStorage(Storage):
 
 
 def _uuid() -> str:
-    import uuid
-
     return uuid.uuid4().hex
 
 
@@ -158,10 +159,35 @@ def _check_gpu(required: bool) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# Elements: what travels to a shard's group, keyed by (kind, shard id).
+
+
+class Outcome(NamedTuple):
+    """An input and what its stages made of it: records (encoded), a CaptionResult, or a DeadLetter."""
+
+    input: ImageInput | CaptionInput
+    result: Any
+
+
+class ReadFailure(NamedTuple):
+    """An annotation problem found while listing the inputs (no input object to carry)."""
+
+    letter: DeadLetter
+
+
+class Planned(NamedTuple):
+    """A shard to write even if no input reaches it (an empty shard is still committed)."""
+
+    kind: str
+
+
+# ---------------------------------------------------------------------------------------------
 # DoFns.
 
 
-class ReadImageBytes(beam.DoFn):
+class ReadImages(beam.DoFn):
+    """An image's file bytes (or a source corpus's records of it); unreadable ones go to ``dead``."""
+
     def __init__(self, cfg: BuildConfig, num_image_shards: int, stages_cls=BuildStages):
         self._cfg, self._n, self._cls = cfg, num_image_shards, stages_cls
 
@@ -174,7 +200,7 @@ class ReadImageBytes(beam.DoFn):
         data = self._stages.read_image(inp)
         if isinstance(data, DeadLetter):
             self._failed.inc()
-            yield beam.pvalue.TaggedOutput("dead", (("image", image_shard(inp.image_id, self._n)), ("out", inp, data)))
+            yield beam.pvalue.TaggedOutput("dead", (("image", image_shard(inp.image_id, self._n)), Outcome(inp, data)))
         else:
             self._read.inc()
             yield inp, data
@@ -183,14 +209,14 @@ class ReadImageBytes(beam.DoFn):
 def _image_outcome(result, n: int):
     (inp, _), out = result.example, result.inference
     payload = out if isinstance(out, DeadLetter) else encode_all(out)
-    return ("image", image_shard(inp.image_id, n)), ("out", inp, payload)
+    return ("image", image_shard(inp.image_id, n)), Outcome(inp, payload)
 
 
 def _caption_outcome(result, n: int):
     caption, out = result.example, result.inference
     if isinstance(out, CaptionResult):
         out = CaptionResult(caption, encode_all(out.records), out.dropped)  # records as bytes from here on
-    return ("text", text_shard(caption.key, n)), ("out", caption, out)
+    return ("text", text_shard(caption.key, n)), Outcome(caption, out)
 
 
 class StageShard(beam.DoFn):
@@ -208,8 +234,8 @@ class StageShard(beam.DoFn):
     def process(self, element):
         (kind, shard_id), values = element
         spec = ShardSpec(kind, shard_id, self._plan.num_shards[kind])
-        outcomes = [v for v in values if v[0] == "out"]
-        read_dead = [v[1] for v in values if v[0] == "dead"]
+        outcomes = [v for v in values if isinstance(v, Outcome)]
+        read_dead = [v.letter for v in values if isinstance(v, ReadFailure)]
         items, report = _shard_items(kind, outcomes, read_dead)
         tmp_name, info = self._writer.stage_shard(spec, items)
         self._records.inc(info.records)
@@ -217,19 +243,12 @@ class StageShard(beam.DoFn):
         yield spec, tmp_name, info, json.dumps(report)
 
 
-def _shard_items(kind: str, outcomes: list, read_dead: list) -> tuple[list, dict]:
-    items: list = []
+def _shard_items(kind: str, outcomes: list[Outcome], read_dead: list[DeadLetter]) -> tuple[list, dict]:
     if kind == "image":
-        results = [(inp, payload) for _, inp, payload in outcomes]
-        for _, payload in results:
-            if not isinstance(payload, DeadLetter):
-                items += payload
-        report = image_report([(inp, p if isinstance(p, DeadLetter) else list(p)) for inp, p in results])
-        return items, report
-    results = [payload for _, _, payload in outcomes]
-    for res in results:
-        if isinstance(res, CaptionResult):
-            items += res.records
+        items = [pair for o in outcomes if not isinstance(o.result, DeadLetter) for pair in o.result]
+        return items, image_report([(o.input, o.result) for o in outcomes])
+    results = [o.result for o in outcomes]
+    items = [pair for r in results if isinstance(r, CaptionResult) for pair in r.records]
     return items, text_report(results, read_dead)
 
 
@@ -258,13 +277,13 @@ class FinishCorpus(beam.DoFn):
 
     def process(self, _committed):
         writer = CorpusWriter(storage_for(self._cfg.out), self._plan)
-        inputs = read_coco(self._cfg.coco, self._cfg.split, open_fn=beam_open, max_images=self._cfg.max_images)
-        reports = [writer.report(s) or {} for s in self._plan.specs() if s.kind != INDEX]
-        groups, dead = index_items(inputs.images, reports, self._plan)
-        index_report = index_reports(self._plan, dead)
-        for spec in (s for s in self._plan.specs() if s.kind == INDEX):
-            if writer.committed(spec) is None:
-                writer.commit_shard(spec, groups[spec.shard_id], index_report[spec.shard_id])
+        if INDEX in self._plan.num_shards:
+            reports = [writer.report(s) or {} for s in self._plan.specs() if s.kind != INDEX]
+            groups, dead = index_items(_inputs(self._cfg).images, reports, self._plan)
+            index_report = index_reports(self._plan, dead)
+            for spec in (s for s in self._plan.specs() if s.kind == INDEX):
+                if writer.committed(spec) is None:
+                    writer.commit_shard(spec, groups[spec.shard_id], index_report[spec.shard_id])
         yield writer.finalize()
 
 
@@ -272,55 +291,38 @@ class FinishCorpus(beam.DoFn):
 # The pipeline.
 
 
+def _inputs(cfg: BuildConfig):
+    return read_inputs(cfg.source, cfg.input, cfg.split, open_fn=beam_open, max_images=cfg.max_images)
+
+
 def _image_inputs(_, cfg: BuildConfig, n: int, done: frozenset):
-    for img in read_coco(cfg.coco, cfg.split, open_fn=beam_open, max_images=cfg.max_images).images:
+    for img in _inputs(cfg).images:
         if image_shard(img.image_id, n) not in done:
             yield img
 
 
 def _caption_inputs(_, cfg: BuildConfig, n: int, done: frozenset):
-    inputs = read_coco(cfg.coco, cfg.split, open_fn=beam_open, max_images=cfg.max_images)
+    inputs = _inputs(cfg)
     for cap in inputs.captions:
         if text_shard(cap.key, n) not in done:
             yield cap
     for dead in inputs.dead_letters:
         shard = text_shard(dead.key, n) if dead.key.count("/") == 2 and dead.key.split("/")[1].isdigit() else 0
         if shard not in done:
-            yield beam.pvalue.TaggedOutput("dead", (("text", shard), ("dead", dead)))
+            yield beam.pvalue.TaggedOutput("dead", (("text", shard), ReadFailure(dead)))
 
 
 def build_pipeline(p: beam.Pipeline, cfg: BuildConfig, plan: CorpusPlan, committed: frozenset,
                    require_gpu: bool = False, stages_cls=BuildStages) -> beam.PCollection:
     """Wire the build into ``p``; ``committed`` holds (kind, shard_id) already done. Returns the manifest."""
-    n_img, n_txt = plan.num_shards["image"], plan.num_shards["text"]
-    done_img = frozenset(i for k, i in committed if k == "image")
-    done_txt = frozenset(i for k, i in committed if k == "text")
     start = p | "Start" >> beam.Create([None])
-
-    images = (
-        start
-        | "ListImages" >> beam.FlatMap(_image_inputs, cfg, n_img, done_img)
-        | "ShuffleImages" >> beam.Reshuffle()
-        | "ReadImages" >> beam.ParDo(ReadImageBytes(cfg, n_img, stages_cls)).with_outputs("dead", main="ok")
-    )
-    image_out = (
-        images.ok
-        | "Detect" >> RunInference(ImageStageHandler(cfg, cfg.image_batch, require_gpu, stages_cls))
-        | "KeyImages" >> beam.Map(_image_outcome, n_img)
-    )
-    captions = start | "ListCaptions" >> beam.FlatMap(_caption_inputs, cfg, n_txt, done_txt).with_outputs(
-        "dead", main="ok"
-    )
-    caption_out = (
-        captions.ok
-        | "ShuffleCaptions" >> beam.Reshuffle()
-        | "TranslateParse" >> RunInference(CaptionStageHandler(cfg, cfg.caption_batch, require_gpu, stages_cls))
-        | "KeyCaptions" >> beam.Map(_caption_outcome, n_txt)
-    )
     todo = [(s.kind, s.shard_id) for s in plan.specs() if s.kind != INDEX and (s.kind, s.shard_id) not in committed]
-    every_shard = p | "PlannedShards" >> beam.Create([(key, ("spec",)) for key in todo])
+    branches = [p | "PlannedShards" >> beam.Create([(key, Planned(key[0])) for key in todo])]
+    branches += _image_branch(start, cfg, plan, committed, require_gpu, stages_cls)
+    if "text" in plan.num_shards:
+        branches += _caption_branch(start, cfg, plan, committed, require_gpu, stages_cls)
     return (
-        (image_out, images.dead, caption_out, captions.dead, every_shard)
+        tuple(branches)
         | "Gather" >> beam.Flatten()
         | "GroupByShard" >> beam.GroupByKey()
         | "StageShards" >> beam.ParDo(StageShard(cfg.out, plan))
@@ -329,3 +331,33 @@ def build_pipeline(p: beam.Pipeline, cfg: BuildConfig, plan: CorpusPlan, committ
         | "AllCommitted" >> beam.combiners.ToList()
         | "FinishCorpus" >> beam.ParDo(FinishCorpus(cfg, plan))
     )
+
+
+def _image_branch(start, cfg, plan, committed, require_gpu, stages_cls) -> list:
+    n = plan.num_shards["image"]
+    done = frozenset(i for k, i in committed if k == "image")
+    images = (
+        start
+        | "ListImages" >> beam.FlatMap(_image_inputs, cfg, n, done)
+        | "ShuffleImages" >> beam.Reshuffle()
+        | "ReadImages" >> beam.ParDo(ReadImages(cfg, n, stages_cls)).with_outputs("dead", main="ok")
+    )
+    processed = (
+        images.ok
+        | "Detect" >> RunInference(ImageStageHandler(cfg, cfg.image_batch, require_gpu, stages_cls))
+        | "KeyImages" >> beam.Map(_image_outcome, n)
+    )
+    return [processed, images.dead]
+
+
+def _caption_branch(start, cfg, plan, committed, require_gpu, stages_cls) -> list:
+    n = plan.num_shards["text"]
+    done = frozenset(i for k, i in committed if k == "text")
+    captions = start | "ListCaptions" >> beam.FlatMap(_caption_inputs, cfg, n, done).with_outputs("dead", main="ok")
+    processed = (
+        captions.ok
+        | "ShuffleCaptions" >> beam.Reshuffle()
+        | "TranslateParse" >> RunInference(CaptionStageHandler(cfg, cfg.caption_batch, require_gpu, stages_cls))
+        | "KeyCaptions" >> beam.Map(_caption_outcome, n)
+    )
+    return [processed, captions.dead]

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
-from ssrp.pipeline.coco import SPLITS
+from ssrp.pipeline.inputs import SOURCES, SPLITS
 
 STAGES = ("features", "views", "translate", "parse")
+IMAGE_STAGES = ("features", "views")
+CAPTION_STAGES = ("translate", "parse")
 
-# make targets -> the stages their corpus holds (each builds a complete corpus from raw COCO)
+# make targets and CLI presets -> the stages their corpus holds (each builds a complete corpus from its input)
 PRESETS: dict[str, tuple[str, ...]] = {
     "features": ("features",),  # raw view, raw captions (unparsed)
+    "views": ("features", "views"),  # 14 views, raw captions (unparsed)
     "augment": ("features", "views", "translate"),  # 14 views, 3 variants per caption (unparsed)
     "parse": ("features", "parse"),  # raw view, raw captions parsed
     "corpus": STAGES,  # everything: the SSRP pretraining corpus
@@ -21,40 +24,55 @@ PRESETS: dict[str, tuple[str, ...]] = {
 RUNNERS = ("local", "direct", "dataflow", "flink", "spark", "portable")
 
 # Bytes per record, for choosing shard counts: 36 x 2048 fp16 features plus boxes and labels.
-_IMAGE_RECORD_BYTES = 36 * 2048 * 2 + 36 * 24 + 512
-_TEXT_RECORD_BYTES = 2 * 1024
-_TARGET_SHARD_BYTES = 256 << 20
+IMAGE_RECORD_BYTES = 36 * 2048 * 2 + 36 * 24 + 512
+TEXT_RECORD_BYTES = 2 * 1024
+TARGET_SHARD_BYTES = 256 << 20
 
 
 @dataclass(frozen=True)
 class BuildConfig:
-    coco: str  # MSCOCO 2017 root (local path or gs://, s3://)
+    # settings of where and how fast, not of what the corpus holds (ssrp.config.config_identity)
+    RUNTIME: ClassVar[frozenset[str]] = frozenset(
+        {"out", "models", "image_batch", "caption_batch", "device", "decode_workers"}
+    )
+
     out: str  # corpus directory (local path or gs://, s3://)
     models: str  # models directory (what `ssrp models fetch` or `ssrp models tiny` wrote)
-    split: str = "trainval"  # the paper: train + val, 118k images, 591k captions
+    source: str = "coco"  # what the input is: coco (an MSCOCO 2017 root) | images (a folder) | corpus (re-process one)
+    input: str = ""  # its path (local, or gs:// / s3:// for coco)
+    split: str = "trainval"  # coco: the paper's 118k images are train (issue 17 changes this default)
     stages: tuple[str, ...] = STAGES
     max_images: int | None = None  # the first N images by id (debugging); None: all
     num_shards: dict[str, int] = field(default_factory=dict)  # per kind; missing kinds chosen from the size
-    image_batch: int = 8  # images per extractor call
+    image_batch: int = 8  # images per image-stage call
     caption_batch: int = 256  # captions per translation / parse call
+    decode_workers: int = 2  # local runner: processes reading and decoding images ahead of the detector
     device: str = "auto"  # auto | cpu | cuda
     seed: int = 0
-    # per-stage settings, passed to that stage's config class (see docs/pipeline.md)
+    # per-stage settings, passed to that stage's config class (ssrp.pipeline.settings, docs/pipeline.md)
     features: dict[str, Any] = field(default_factory=dict)
     views: dict[str, Any] = field(default_factory=dict)
     translate: dict[str, Any] = field(default_factory=dict)
     parse: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.source not in SOURCES or not self.input:
+            raise ValueError(f"give an input: one of {SOURCES} and its path (got {self.source!r}, {self.input!r})")
         if self.split not in SPLITS:
             raise ValueError(f"split must be one of {sorted(SPLITS)}, got {self.split!r}")
         unknown = set(self.stages) - set(STAGES)
-        if unknown or "features" not in self.stages:
-            raise ValueError(f"stages must include 'features' and come from {STAGES}, got {self.stages}")
+        if unknown or not self.stages:
+            raise ValueError(f"stages must come from {STAGES}, got {self.stages}")
+        if self.source == "corpus" and set(self.stages) & set(IMAGE_STAGES):
+            raise ValueError("a corpus input keeps its image records: its stages can only be translate and parse")
+        if self.source != "corpus" and "features" not in self.stages:
+            raise ValueError(f"stages must include 'features' for a {self.source} input, got {self.stages}")
+        if self.source == "images" and set(self.stages) & set(CAPTION_STAGES):
+            raise ValueError("a folder of images has no captions: drop the translate and parse stages")
         if self.max_images is not None and self.max_images < 1:
             raise ValueError(f"max_images must be positive, got {self.max_images}")
-        if self.image_batch < 1 or self.caption_batch < 1:
-            raise ValueError("image_batch and caption_batch must be positive")
+        if self.image_batch < 1 or self.caption_batch < 1 or self.decode_workers < 0:
+            raise ValueError("image_batch and caption_batch must be positive, decode_workers >= 0")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
         for kind, n in self.num_shards.items():
@@ -65,13 +83,13 @@ class BuildConfig:
         return stage in self.stages
 
 
-def shard_counts(cfg: BuildConfig, n_images: int, n_captions: int, views_per_image: int) -> dict[str, int]:
-    """Shard counts from the input size (about 256 MB a shard), unless the config fixes them."""
-    variants = 3 if cfg.has("translate") else 1
-    auto = {
-        "image": max(1, math.ceil(n_images * views_per_image * _IMAGE_RECORD_BYTES / _TARGET_SHARD_BYTES)),
-        "text": max(1, math.ceil(n_captions * variants * _TEXT_RECORD_BYTES / _TARGET_SHARD_BYTES)),
-        "index": 1,
-    }
-    auto.update(cfg.num_shards)
-    return auto
+def shard_counts(n_images: int, views_per_image: int, n_captions: int, variants: int,
+                 fixed: dict[str, int] | None = None) -> dict[str, int]:
+    """Shard counts from the input size (about 256 MB a shard), unless fixed; no text or index kind without
+    captions."""
+    counts = {"image": max(1, math.ceil(n_images * views_per_image * IMAGE_RECORD_BYTES / TARGET_SHARD_BYTES))}
+    if n_captions:
+        counts["text"] = max(1, math.ceil(n_captions * variants * TEXT_RECORD_BYTES / TARGET_SHARD_BYTES))
+        counts["index"] = 1
+    counts.update({k: v for k, v in (fixed or {}).items() if k in counts})
+    return counts

@@ -26,8 +26,9 @@ from ssrp.corpus import (
 )
 from ssrp.corpus.records import decode_header
 from ssrp.deadletter import DeadLetter
-from ssrp.pipeline.coco import CaptionInput, CocoInputs, ImageInput
 from ssrp.pipeline.config import BuildConfig, shard_counts
+from ssrp.pipeline.inputs import BuildInputs, CaptionInput, ImageInput
+from ssrp.pipeline.settings import variants_per_caption, views_per_image
 
 
 def image_shard(image_id: int, n: int) -> int:
@@ -38,9 +39,14 @@ def text_shard(key: str, n: int) -> int:
     return stable_shard(key, n)
 
 
-def make_plan(cfg: BuildConfig, inputs: CocoInputs, views_per_image: int, models: dict, config: dict) -> CorpusPlan:
-    """``config``: the resolved settings that decide the corpus's bytes (hashed into the manifest)."""
-    counts = shard_counts(cfg, len(inputs.images), len(inputs.captions), views_per_image)
+def make_plan(cfg: BuildConfig, inputs: BuildInputs, models: dict, config: dict,
+              source_shards: dict[str, int] | None = None) -> CorpusPlan:
+    """The plan of a build. ``config``: the resolved settings that decide the corpus's bytes (hashed into the
+    manifest). A corpus input keeps its source's shard counts (``source_shards``), so copied shards keep their
+    bytes."""
+    fixed = {**(source_shards or {}), **cfg.num_shards}
+    counts = shard_counts(len(inputs.images), views_per_image(cfg),
+                          len(inputs.captions), variants_per_caption(cfg), fixed)
     return CorpusPlan(num_shards=counts, config=config, models=models, inputs=inputs.fingerprint())
 
 
@@ -51,7 +57,7 @@ def group_images(images: Sequence[ImageInput], n: int) -> dict[int, list[ImageIn
     return groups
 
 
-def group_captions(inputs: CocoInputs, n: int) -> dict[int, tuple[list[CaptionInput], list[DeadLetter]]]:
+def group_captions(inputs: BuildInputs, n: int) -> dict[int, tuple[list[CaptionInput], list[DeadLetter]]]:
     groups: dict[int, tuple[list[CaptionInput], list[DeadLetter]]] = {i: ([], []) for i in range(n)}
     for cap in inputs.captions:
         groups[text_shard(cap.key, n)][0].append(cap)

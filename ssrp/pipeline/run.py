@@ -15,8 +15,14 @@ import json
 import logging
 from collections.abc import Sequence
 
+from ssrp.corpus import INDEX, CorpusWriter
 from ssrp.pipeline.config import RUNNERS, BuildConfig
+from ssrp.pipeline.inputs import read_inputs
+from ssrp.pipeline.local import run_local
 from ssrp.pipeline.lock import build_lock
+from ssrp.pipeline.plan import make_plan
+from ssrp.pipeline.settings import with_trusted_translation_digests
+from ssrp.pipeline.stages import BuildStages
 
 logger = logging.getLogger(__name__)
 
@@ -71,10 +77,7 @@ def run_build(cfg: BuildConfig, runner: str = "local", beam_args: Sequence[str] 
     if require_gpu and runner in LOCAL_RUNNERS:
         check_local_gpu(runner)
     if runner == "local":
-        from ssrp.pipeline.local import run_local
-
-        stages = stages_cls(cfg) if stages_cls else None
-        return run_local(cfg, stages=stages, progress=progress)
+        return run_local(cfg, stages=stages_cls(cfg) if stages_cls else None, progress=progress)
     return run_beam(cfg, runner, beam_args, require_gpu, stages_cls)
 
 
@@ -98,23 +101,18 @@ def run_beam(cfg: BuildConfig, runner: str, beam_args: Sequence[str] = (), requi
 
 def _run_beam(cfg: BuildConfig, runner: str, beam_args: Sequence[str], require_gpu: bool, stages_cls,
               test_runner) -> dict:
-    import apache_beam as beam
+    import apache_beam as beam  # the Beam SDK is heavy; the local runner never imports it
 
-    from ssrp.corpus import INDEX, CorpusWriter
-    from ssrp.pipeline.beam import beam_open, build_pipeline, storage_for
-    from ssrp.pipeline.coco import read_coco
-    from ssrp.pipeline.local import views_per_image
-    from ssrp.pipeline.models import with_trusted_translation_digests
-    from ssrp.pipeline.plan import make_plan
-    from ssrp.pipeline.stages import BuildStages
+    from ssrp.pipeline.beam import beam_open, build_pipeline, storage_for  # imports Beam
 
     stages_cls = stages_cls or BuildStages
     options = pipeline_options_for(runner, beam_args, require_gpu)
     if stages_cls is BuildStages:
         cfg = with_trusted_translation_digests(cfg)
-    inputs = read_coco(cfg.coco, cfg.split, open_fn=beam_open, max_images=cfg.max_images)  # counts for the plan
+    inputs = read_inputs(cfg.source, cfg.input, cfg.split, beam_open, cfg.max_images)  # counts for the plan
     probe = stages_cls(cfg)
-    plan = make_plan(cfg, inputs, views_per_image(cfg), probe.model_identities(), probe.resolved_config())
+    source_shards = probe.source.manifest["num_shards"] if cfg.source == "corpus" else None
+    plan = make_plan(cfg, inputs, probe.model_identities(), probe.resolved_config(), source_shards)
     writer = CorpusWriter(storage_for(cfg.out), plan)
     writer.open()
     committed = frozenset((s.kind, s.shard_id) for s in plan.specs() if s.kind != INDEX and writer.committed(s))

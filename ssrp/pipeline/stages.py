@@ -2,6 +2,11 @@
 
 Nothing here imports Beam: the local runner calls these methods in a loop, the Beam DoFns and
 ModelHandlers call the very same methods on workers.
+
+Images go through three steps: ``read_image`` (the file's bytes, or a source corpus's records of the image),
+``decode`` (bytes -> DecodedImage, or a dead letter; the local runner runs it in worker processes) and
+``run_images`` (the detector and the views, on the device). ``images`` does all three for Beam. Captions go
+through ``captions``: back-translation and/or parsing of a batch.
 """
 
 from __future__ import annotations
@@ -10,12 +15,23 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from ssrp.corpus import ImageRecord, TextRecord, encode, text_key
+from ssrp.corpus import CorpusReader, ImageRecord, TextRecord, encode, image_key, text_key
 from ssrp.deadletter import DeadLetter, RecordFailure
-from ssrp.pipeline.coco import CaptionInput, ImageInput
+from ssrp.features.image import DecodedImage, decode_image
 from ssrp.pipeline.config import BuildConfig
+from ssrp.pipeline.inputs import CaptionInput, ImageInput
+from ssrp.pipeline.settings import (
+    features_config,
+    make_image_stage,
+    make_parser,
+    make_translator,
+    model_identities,
+    resolved_config,
+)
 
 logger = logging.getLogger(__name__)
+
+Encoded = tuple[str, bytes]  # (key, encoded record)
 
 
 @dataclass
@@ -33,40 +49,57 @@ class BuildStages:
     def __init__(self, cfg: BuildConfig, open_fn: Callable = open):
         self.cfg = cfg
         self.open_fn = open_fn
+        self._decode_cfg = features_config(cfg).decode if cfg.has("features") else None
         self._image_stage = None
         self._translator = None
         self._parser = None
+        self._source: CorpusReader | None = None
 
-    # -- construction (lazy imports: only the stages a build uses are imported) -----------------
+    def __getstate__(self) -> dict:  # to Beam workers: the settings, never loaded models or open shards
+        return {"cfg": self.cfg, "open_fn": self.open_fn}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["cfg"], state["open_fn"])
+
+    # -- construction ---------------------------------------------------------------------------
 
     def load(self, images: bool = True, captions: bool = True) -> BuildStages:
         """Load the models of the image side, the caption side, or both (a worker needs one)."""
-        if images and self._image_stage is None:
-            self._image_stage = make_image_stage(self.cfg)
-            self._image_stage.load()
+        if images and self.cfg.has("features") and self._image_stage is None:
+            self._image_stage = make_image_stage(self.cfg).load()
         if captions and self.cfg.has("translate") and self._translator is None:
-            self._translator = make_translator(self.cfg)
-            self._translator.load()
+            self._translator = make_translator(self.cfg).load()
         if captions and self.cfg.has("parse") and self._parser is None:
-            self._parser = make_parser(self.cfg)
-            self._parser.load()
+            self._parser = make_parser(self.cfg).load()
         return self
 
     def model_identities(self) -> dict:
-        """The identity of every model used (written into the manifest)."""
-        from ssrp.pipeline.models import model_identities
-
-        return model_identities(self.cfg)
+        """The identity of every model used (written into the manifest); a source corpus's models too."""
+        ids = model_identities(self.cfg)
+        if self.cfg.source == "corpus":
+            ids = {**self.source.manifest.get("models", {}), **ids}
+        return ids
 
     def resolved_config(self) -> dict:
-        """Every setting that decides the corpus's bytes, defaults included."""
-        from ssrp.pipeline.models import resolved_config
+        """Every setting that decides the corpus's bytes, defaults included; a source corpus's config too."""
+        config = resolved_config(self.cfg)
+        if self.cfg.source == "corpus":
+            config["source_corpus"] = self.source.manifest.get("config", {})
+        return config
 
-        return resolved_config(self.cfg)
+    @property
+    def source(self) -> CorpusReader:
+        """The source corpus of a corpus input, opened once per process."""
+        if self._source is None:
+            self._source = CorpusReader(self.cfg.input)
+        return self._source
 
     # -- images ---------------------------------------------------------------------------------
 
-    def read_image(self, inp: ImageInput) -> bytes | DeadLetter:
+    def read_image(self, inp: ImageInput) -> bytes | list[Encoded] | DeadLetter:
+        """The image file's bytes, or (corpus input) the source corpus's records of the image, every view."""
+        if self.cfg.source == "corpus":
+            return self._source_records(inp)
         try:
             with self.open_fn(inp.path, "rb") as fh:
                 return fh.read()
@@ -75,42 +108,51 @@ class BuildStages:
         except OSError as err:
             return DeadLetter(inp.key, "read", "unreadable_file", f"{inp.path}: {err}")
 
-    def images(self, batch: Sequence[tuple[ImageInput, bytes]]) -> list[list[ImageRecord] | DeadLetter]:
-        """Decode and run the image stage; one entry per input, in order."""
-        from ssrp.features import decode_image
+    def _source_records(self, inp: ImageInput) -> list[Encoded] | DeadLetter:
+        views = self.source.views()
+        records = [(key, self.source.get_raw(key)) for key in (image_key(inp.image_id, v) for v in views)
+                   if key in self.source]
+        return records or DeadLetter(inp.key, "read", "missing_record", f"{self.cfg.input} has no image record")
 
-        decode_cfg = self._decode_config()
-        out: list[list[ImageRecord] | DeadLetter | None] = [None] * len(batch)
-        decoded, where = [], []
-        for i, (inp, data) in enumerate(batch):
-            try:
-                decoded.append(decode_image(inp.image_id, data, inp.file_name, decode_cfg))
-                where.append(i)
-            except RecordFailure as failure:
-                out[i] = DeadLetter.from_failure(inp.key, "decode", failure)
-        if decoded:
-            for i, result in zip(where, self._run_image_stage(decoded), strict=True):
-                out[i] = result
-        return out  # type: ignore[return-value]
+    def decode(self, inp: ImageInput, data: bytes | list[Encoded] | DeadLetter) -> DecodedImage | list | DeadLetter:
+        """File bytes -> DecodedImage (or a dead letter); records of a source corpus pass through."""
+        if isinstance(data, (DeadLetter, list)):
+            return data
+        try:
+            return decode_image(inp.image_id, data, inp.file_name, self._decode_cfg)
+        except RecordFailure as failure:
+            return DeadLetter.from_failure(inp.key, "decode", failure)
 
-    def _decode_config(self):
-        from ssrp.pipeline.models import features_config
+    def read_and_decode(self, inp: ImageInput) -> DecodedImage | list | DeadLetter:
+        return self.decode(inp, self.read_image(inp))
 
-        return features_config(self.cfg).decode
+    def run_images(self, decoded: Sequence[DecodedImage | list]) -> list[list[ImageRecord] | list[Encoded] | DeadLetter]:
+        """The image stage on decoded images, one entry per input in order (a source corpus's records pass)."""
+        images = [d for d in decoded if not isinstance(d, list)]
+        results = iter(self.detect(images) if images else [])
+        return [item if isinstance(item, list) else next(results) for item in decoded]
 
-    def _run_image_stage(self, decoded: list) -> list[list[ImageRecord] | DeadLetter]:
-        results = self._image_stage(decoded)
-        return [r if isinstance(r, (list, DeadLetter)) else [r] for r in results]
+    def detect(self, images: Sequence[DecodedImage]) -> list[list[ImageRecord] | DeadLetter]:
+        """The detector (and the views) on decoded images: a list of records or a dead letter for each."""
+        return [r if isinstance(r, (list, DeadLetter)) else [r] for r in self._image_stage(images)]
+
+    def images(self, batch: Sequence[tuple[ImageInput, bytes | list[Encoded]]]) -> list:
+        """Decode and run the image stage; one entry per input, in order (Beam's ModelHandler calls this)."""
+        decoded = [self.decode(inp, data) for inp, data in batch]
+        live = [d for d in decoded if not isinstance(d, DeadLetter)]
+        results = iter(self.run_images(live))
+        return [d if isinstance(d, DeadLetter) else next(results) for d in decoded]
 
     # -- captions -------------------------------------------------------------------------------
 
     def captions(self, batch: Sequence[CaptionInput]) -> list[CaptionResult | DeadLetter]:
         """Back-translate (if on) and parse (if on); one entry per caption, in order."""
-        out: list[CaptionResult | DeadLetter] = []
         if self._translator is not None:
             translated = self._translator([(c.caption_id, c.image_id, c.text) for c in batch])
-            for caption, result in zip(batch, translated, strict=True):
-                out.append(result if isinstance(result, DeadLetter) else self._with_drops(caption, result))
+            out = [r if isinstance(r, DeadLetter) else self._with_drops(c, r)
+                   for c, r in zip(batch, translated, strict=True)]
+        elif self.cfg.source == "corpus":
+            out = [self._source_texts(c) for c in batch]
         else:
             out = [self._raw_only(c) for c in batch]
         if self._parser is not None:
@@ -128,16 +170,20 @@ class BuildStages:
         return CaptionResult(caption, [TextRecord(caption_id=caption.caption_id, image_id=caption.image_id,
                                                   variant="raw", text=text)])
 
+    def _source_texts(self, caption: CaptionInput) -> CaptionResult | DeadLetter:
+        """A caption's variants as a source corpus holds them (to be parsed again)."""
+        if "raw" not in caption.variants:
+            return DeadLetter(caption.key, "read", "missing_record", f"{self.cfg.input} has no raw text record")
+        return CaptionResult(caption, [self.source.text(caption.caption_id, v) for v in caption.variants])
+
     def _parse(self, results: list[CaptionResult | DeadLetter]) -> list[CaptionResult | DeadLetter]:
         flat = [(i, r) for i, res in enumerate(results) if isinstance(res, CaptionResult) for r in res.records]
         parsed = self._parser([r for _, r in flat]) if flat else []
         by_caption: dict[int, list] = {}
         for (i, _), p in zip(flat, parsed, strict=True):
             by_caption.setdefault(i, []).append(p)
-        out: list[CaptionResult | DeadLetter] = []
-        for i, res in enumerate(results):
-            out.append(res if isinstance(res, DeadLetter) else _keep_parsed(res, by_caption.get(i, [])))
-        return out
+        return [res if isinstance(res, DeadLetter) else _keep_parsed(res, by_caption.get(i, []))
+                for i, res in enumerate(results)]
 
 
 def _keep_parsed(res: CaptionResult, parsed: list) -> CaptionResult | DeadLetter:
@@ -164,26 +210,9 @@ def translation_records(records: list[TextRecord]) -> tuple[list[TextRecord], di
     return list(records), dropped
 
 
-def encode_all(records: Sequence[ImageRecord | TextRecord]) -> list[tuple[str, bytes]]:
-    return [(r.key, encode(r)) for r in records]
-
-
-def make_image_stage(cfg: BuildConfig):
-    from ssrp.pipeline.models import make_image_stage as make
-
-    return make(cfg)
-
-
-def make_translator(cfg: BuildConfig):
-    from ssrp.pipeline.models import make_translator as make
-
-    return make(cfg)
-
-
-def make_parser(cfg: BuildConfig):
-    from ssrp.pipeline.models import make_parser as make
-
-    return make(cfg)
+def encode_all(records: Sequence[ImageRecord | TextRecord | Encoded]) -> list[Encoded]:
+    """(key, bytes) of each record; records that are already encoded (a source corpus's) pass unchanged."""
+    return [r if isinstance(r, tuple) else (r.key, encode(r)) for r in records]
 
 
 __all__ = ["BuildStages", "CaptionResult", "encode_all"]

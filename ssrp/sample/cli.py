@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ssrp.sample import SampleConfig, write_sample
+
 
 def register(sub) -> None:
     p = sub.add_parser("sample", help="write a small synthetic dataset in a real dataset's layout")
@@ -16,7 +18,6 @@ def register(sub) -> None:
 
 
 def _coco(args) -> int:
-    from ssrp.sample import SampleConfig, write_sample
 
     val = max(1, args.images // 4) if args.val_images is None else args.val_images
     cfg = SampleConfig(images=args.images, val_images=val, captions_per_image=args.captions, seed=args.seed)

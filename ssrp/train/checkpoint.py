@@ -15,24 +15,20 @@ import hashlib
 import logging
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-from ssrp.config import diff_keys, to_dict
-from ssrp.train.config import ModelConfig
-
-if TYPE_CHECKING:
-    from ssrp.train.steps import Run
+from ssrp.config import config_identity, diff_keys, from_dict, to_dict
+from ssrp.fileutil import atomic_file
+from ssrp.train.config import ModelConfig, TrainConfig
+from ssrp.train.run import Run
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
 CKPT_FORMAT = "ssrp-train/2"  # /2: with a digest of the contents
 _OLD_FORMATS = ("ssrp-train/1",)  # readable, with a warning: no digest to check
-# settings that may change between a run and its resumption
-RESUMABLE_CHANGES = {"log_every", "ckpt_every", "tensorboard", "progress", "compile", "check_finite",
-                     "data.num_workers", "data.check_crc", "model.unpad"}
 
 
 class CheckpointError(ValueError):
@@ -92,7 +88,12 @@ def non_finite_tensors(state: dict[str, torch.Tensor]) -> list[str]:
 
 
 def model_config_of(ckpt: dict) -> ModelConfig:
-    return ModelConfig(**ckpt["config"]["model"])
+    return from_dict(ModelConfig, ckpt["config"]["model"])
+
+
+def train_config_of(ckpt: dict) -> TrainConfig:
+    """The whole config a checkpoint was trained with."""
+    return from_dict(TrainConfig, ckpt["config"])
 
 
 @dataclass
@@ -129,16 +130,12 @@ def save_checkpoint(run: Run, path: str, pos: Position) -> None:
         },
     }
     state["digest"] = state_digest(state)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as fh:
-        torch.save(state, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        torch.save(state, tmp)
 
 
 def restore(run: Run, ckpt: dict) -> Position:
-    changed = [k for k in diff_keys(ckpt["config"], to_dict(run.cfg)) if k not in RESUMABLE_CHANGES]
+    changed = diff_keys(config_identity(train_config_of(ckpt)), config_identity(run.cfg))
     if changed:
         raise ValueError(f"cannot resume: the checkpoint was written with other settings ({', '.join(changed)})")
     run.model.load_state_dict(ckpt["model"])

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 
+from ssrp.train.config import make_config
+
 _STAGES = {
     "stage1": "train the encoders on masked words/RoIs and image-text matching (Eq. 3, 4)",
     "stage2": "freeze the encoders, train the relationship probes (Eq. 5-7)",
@@ -50,7 +52,6 @@ def _train(args) -> int:
 
     import torch.distributed as dist
 
-    from ssrp.train.config import make_config
     from ssrp.train.loop import train
 
     cfg = make_config(args.train_stage, args.variant, args.preset, args.overrides)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from ssrp.config import with_overrides
 
@@ -25,6 +26,7 @@ def _require(cond: bool, message: str) -> None:
 
 @dataclass(frozen=True)
 class ModelConfig:
+    RUNTIME: ClassVar[frozenset[str]] = frozenset({"unpad"})  # how the model runs, not what it computes
     variant: str = "cross"  # share | visual | cross (Fig. 1)
     hidden: int = 768  # hidden size of every transformer block (Sec. 4.1)
     heads: int = 12  # attention heads (Sec. 4.1)
@@ -61,6 +63,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
+    RUNTIME: ClassVar[frozenset[str]] = frozenset({"num_workers", "check_crc"})
     max_tokens: int = 36  # WordPiece tokens incl. [CLS]/[SEP] (Sec. 4.1)
     max_objects: int = 36  # RoIs per image (Sec. 4.1)
     views: tuple[str, ...] = ()  # image views to draw from; () = every view in the corpus
@@ -137,6 +140,10 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
+    # may change when a run resumes: settings of logging, checks and speed (config_identity leaves them out)
+    RUNTIME: ClassVar[frozenset[str]] = frozenset(
+        {"log_every", "ckpt_every", "tensorboard", "progress", "compile", "check_finite"}
+    )
     stage: str = "stage1"
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)

@@ -28,11 +28,24 @@ import torch
 from torch import Tensor
 
 from ssrp.config import to_dict
+from ssrp.corpus import CorpusReader
 from ssrp.fileutil import atomic_write_text, require_dir_path
 from ssrp.train.checkpoint import CHECKPOINT, Position, load_checkpoint, restore, save_checkpoint
 from ssrp.train.config import TrainConfig, global_to_local_batch
+from ssrp.train.data import (
+    BucketBatchSampler,
+    Collate,
+    Stage1Dataset,
+    Stage2Dataset,
+    auto_workers,
+    build_loader,
+    caption_lengths,
+    load_pairs,
+    resolve_choices,
+)
 from ssrp.train.distributed import DistInfo, all_reduce_sum, barrier, init_distributed
-from ssrp.train.steps import Run, build_run, loss_weights, resolve_config, to_device, train_step, use_bf16
+from ssrp.train.run import Run, use_bf16
+from ssrp.train.steps import build_run, loss_weights, resolve_config, to_device, train_step
 
 logger = logging.getLogger(__name__)
 
@@ -109,18 +122,6 @@ def log_line(record: dict, total: int, world: int) -> str:
 
 def build_data(cfg: TrainConfig, corpus: str, info: DistInfo):
     """Dataset, bucketing sampler and loader of this rank."""
-    from ssrp.corpus import CorpusReader
-    from ssrp.train.data import (
-        BucketBatchSampler,
-        Collate,
-        Stage1Dataset,
-        Stage2Dataset,
-        auto_workers,
-        build_loader,
-        caption_lengths,
-        load_pairs,
-        resolve_choices,
-    )
 
     with CorpusReader(corpus) as reader:
         pairs = load_pairs(reader)

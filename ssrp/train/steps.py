@@ -10,19 +10,21 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ssrp.train.checkpoint import RESUMABLE_CHANGES, load_checkpoint, model_config_of
-from ssrp.train.config import TrainConfig
+from ssrp.corpus import CorpusReader
+from ssrp.train.bert import bert_data_config, bert_model_config, load_bert
+from ssrp.train.checkpoint import load_checkpoint, model_config_of
+from ssrp.train.config import ModelConfig, TrainConfig
+from ssrp.train.data import corpus_feature_dim
 from ssrp.train.distributed import DistInfo, all_reduce_sum, gather_with_grad
 from ssrp.train.heads import Stage1Model, Stage2Heads
 from ssrp.train.model import SSRPEncoder
+from ssrp.train.run import Run
 
 logger = logging.getLogger(__name__)
 
@@ -40,40 +42,18 @@ class Stage2Model(nn.Module):
         self.encoder.eval()
 
 
-@dataclass
-class Run:
-    cfg: TrainConfig
-    info: DistInfo
-    model: nn.Module  # unwrapped: Stage1Model or Stage2Model; what checkpoints hold
-    trainable: nn.Module  # what computes the losses with gradients (DDP-wrapped when distributed)
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LambdaLR
-    total_steps: int
-
-    def autocast(self) -> AbstractContextManager:
-        if use_bf16(self.cfg, self.info):
-            return torch.autocast(self.info.device.type, dtype=torch.bfloat16)
-        return nullcontext()
-
-
-def use_bf16(cfg: TrainConfig, info: DistInfo) -> bool:
-    return cfg.precision == "bf16" or (cfg.precision == "auto" and info.device.type == "cuda")
-
-
 # ------------------------------------------------------------------------------------------------
 # Config resolution (what the corpus, BERT and the stage-1 checkpoint decide)
 
 
 def resolve_config(cfg: TrainConfig, corpus: str | None, bert: str | None, init: str | None) -> TrainConfig:
     """Fill in what the inputs decide: BERT's sizes and token ids, the stage-1 model, the feature size."""
-    from ssrp.train.bert import bert_data_config, bert_model_config
-
     model, data = cfg.model, cfg.data
     if init:
         ckpt = load_checkpoint(init)
-        # the stage-1 model, run the way this config says (settings of how, not of what: RESUMABLE_CHANGES)
-        how = [k.removeprefix("model.") for k in RESUMABLE_CHANGES if k.startswith("model.")]
-        model = dataclasses.replace(model_config_of(ckpt), **{k: getattr(cfg.model, k) for k in how})
+        # the stage-1 model, run the way this config says (settings of how, not of what: ModelConfig.RUNTIME)
+        how = {k: getattr(cfg.model, k) for k in ModelConfig.RUNTIME}
+        model = dataclasses.replace(model_config_of(ckpt), **how)
         if model.variant != cfg.model.variant:
             raise ValueError(
                 f"--init {init} is an SSRP-{model.variant} checkpoint but --variant is {cfg.model.variant}"
@@ -85,8 +65,6 @@ def resolve_config(cfg: TrainConfig, corpus: str | None, bert: str | None, init:
     if model.feature_dim == 0:
         if corpus is None:
             raise ValueError("model.feature_dim=0 (from the corpus) needs a corpus")
-        from ssrp.corpus import CorpusReader
-        from ssrp.train.data import corpus_feature_dim
 
         with CorpusReader(corpus) as reader:
             model = dataclasses.replace(model, feature_dim=corpus_feature_dim(reader))
@@ -114,7 +92,6 @@ def build_model(cfg: TrainConfig, bert: str | None = None, init: str | None = No
     if cfg.stage == "stage1":
         model: nn.Module = Stage1Model(cfg.model)
         if bert:
-            from ssrp.train.bert import load_bert
 
             load_bert(model, bert, cfg.model)
         return model

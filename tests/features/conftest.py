@@ -5,7 +5,7 @@ from features_helpers import small_config
 
 @pytest.fixture(scope="session")
 def extractor(tiny_models):
-    from ssrp.features.extractor import Extractor
+    from ssrp.features.stage import Extractor
 
     return Extractor(small_config(tiny_models)).load()
 

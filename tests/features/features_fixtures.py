@@ -10,7 +10,7 @@ from ssrp.features.image import DecodedImage
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory):
-    from ssrp.features.hub import build_tiny
+    from ssrp.features.tiny import build_tiny
 
     root = str(tmp_path_factory.mktemp("models"))
     build_tiny(root)

@@ -9,8 +9,8 @@ import torch
 
 from ssrp.features import convert as conv
 from ssrp.features.config import DetectorArch
-from ssrp.features.hub import TINY_ARCH, random_state_dict
-from ssrp.features.weights import WeightsError, load_detector
+from ssrp.features.models import WeightsError, load_detector
+from ssrp.features.tiny import TINY_ARCH, random_state_dict
 
 P = "roi_heads.box_predictor"
 
@@ -120,8 +120,8 @@ def test_pickles_holding_anything_but_arrays_are_refused(tmp_path):
 
 
 def test_loader_rejects_a_replaced_weights_file_and_wrong_vocab(tiny_models, tmp_path):
-    d = tmp_path / "detector"
-    shutil.copytree(os.path.join(tiny_models, "detector"), d)
+    d = tmp_path / "features"
+    shutil.copytree(os.path.join(tiny_models, "features"), d)
     with open(d / "objects_vocab.txt", "a") as fh:
         fh.write("\nextra")
     with pytest.raises(WeightsError, match="vocabularies"):
@@ -134,7 +134,7 @@ def test_loader_rejects_a_replaced_weights_file_and_wrong_vocab(tiny_models, tmp
 
 
 def test_tiny_build_goes_through_the_published_format(tiny_models):
-    d = os.path.join(tiny_models, "detector")
+    d = os.path.join(tiny_models, "features")
     assert sorted(os.listdir(d)) == ["attributes_vocab.txt", "detector.safetensors", "manifest.json",
                                      "objects_vocab.txt", "pytorch_model.bin"]
     manifest = json.load(open(os.path.join(d, "manifest.json")))
@@ -143,11 +143,11 @@ def test_tiny_build_goes_through_the_published_format(tiny_models):
 
 
 def test_the_fetch_source_pins_official_files():
-    from ssrp.features.hub import DETECTOR_SOURCE
+    from ssrp.features.models import SOURCE
 
-    names = {f.dest: f for f in DETECTOR_SOURCE.files}
+    names = {f.dest: f for f in SOURCE.files}
     assert set(names) == {"pytorch_model.bin", "objects_vocab.txt", "attributes_vocab.txt"}
     assert names["pytorch_model.bin"].url.startswith("https://huggingface.co/unc-nlp/frcnn-vg-finetuned/")
     assert "peteanderson80/bottom-up-attention" in names["objects_vocab.txt"].url
-    assert all(f.sha256 and len(f.sha256) == 64 for f in DETECTOR_SOURCE.files)
-    assert DETECTOR_SOURCE.post_fetch == "ssrp.features.hub:convert_fetched"
+    assert all(f.sha256 and len(f.sha256) == 64 for f in SOURCE.files)
+    assert SOURCE.post_fetch == "ssrp.features.convert:convert_fetched"

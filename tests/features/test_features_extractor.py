@@ -9,11 +9,12 @@ import pytest
 import torch
 from features_helpers import small_config
 
+from ssrp.config import with_settings
 from ssrp.corpus import CorpusReader, ImageRecord, decode, encode, verify
 from ssrp.deadletter import DeadLetter
 from ssrp.features.config import DetectorArch, FeaturesConfig, PreprocessConfig, RoIConfig, RPNConfig, SelectConfig
-from ssrp.features.extractor import Extractor, extract
 from ssrp.features.preprocess import resized_size
+from ssrp.features.stage import Extractor, extract
 
 
 def _same(a: ImageRecord, b: ImageRecord) -> None:
@@ -122,10 +123,10 @@ def test_settings_are_validated():
         SelectConfig(min_boxes=40, max_boxes=36)
     with pytest.raises(ValueError, match="ROIPool"):
         RoIConfig(pooler_type="ROIAlignV2")
-    cfg = FeaturesConfig.from_dict({"select.max_boxes": 100, "select": {"min_boxes": 10}, "rpn": {"nms_thresh": 0.6}})
+    cfg = with_settings(FeaturesConfig(), {"select.max_boxes": 100, "select.min_boxes": 10, "rpn.nms_thresh": 0.6})
     assert (cfg.select.min_boxes, cfg.select.max_boxes, cfg.rpn.nms_thresh) == (10, 100, 0.6)
     with pytest.raises(ValueError, match="unknown setting"):
-        FeaturesConfig.from_dict({"selct.max_boxes": 1})
+        with_settings(FeaturesConfig(), {"selct.max_boxes": 1})
 
 
 def _parser():
@@ -139,8 +140,9 @@ def _parser():
 def test_cli_writes_a_corpus_that_verifies_and_exports(tiny_models, coco_sample, tmp_path):
     out, tsv, h5 = str(tmp_path / "corpus"), str(tmp_path / "f.tsv"), str(tmp_path / "f.h5")
     args = _parser().parse_args([
-        "features", "--coco", coco_sample, "--out", out, "--models", tiny_models, "--workers", "1",
-        "--set", "preprocess.test_scale=160", "--set", "preprocess.max_size=240", "--set", "rpn.post_nms_topk=60",
+        "features", "--coco", coco_sample, "--out", out, "--models", tiny_models, "--decode-workers", "1",
+        "--set", "features.preprocess.test_scale=160", "--set", "features.preprocess.max_size=240",
+        "--set", "features.rpn.post_nms_topk=60",
         "--tsv", tsv, "--hdf5", h5, "--no-progress",
     ])
     assert args.func(args) == 0
@@ -151,7 +153,7 @@ def test_cli_writes_a_corpus_that_verifies_and_exports(tiny_models, coco_sample,
     index = reader.index(1)
     assert index.caption_ids.tolist() == [101, 102, 103, 104, 105] and index.file_name == "000000000001.jpg"
     rec = reader.image(1, "raw")
-    assert reader.manifest["models"]["detector"]["weights_sha256"]
+    assert reader.manifest["models"]["features"]["weights_sha256"]
     from ssrp.features.export import read_lxmert_tsv
 
     rows = read_lxmert_tsv(tsv)
@@ -175,11 +177,12 @@ def test_cli_images_folder_and_dead_letters(tiny_models, tmp_path):
     (folder / "6.jpg").write_bytes(b"garbage")
     out = str(tmp_path / "c")
     args = _parser().parse_args(["features", "--images", str(folder), "--out", out, "--models", tiny_models,
-                                 "--workers", "0", "--set", "preprocess.test_scale=160", "--set",
-                                 "preprocess.max_size=240", "--set", "rpn.post_nms_topk=60", "--no-progress"])
+                                 "--decode-workers", "0", "--set", "features.preprocess.test_scale=160", "--set",
+                                 "features.preprocess.max_size=240", "--set", "features.rpn.post_nms_topk=60",
+                                 "--no-progress"])
     assert args.func(args) == 0
     assert verify(out).ok and CorpusReader(out).count("image") == 1
-    dead = open(os.path.join(out, "_deadletters", "features.jsonl")).read()
+    dead = open(os.path.join(out, "deadletters.jsonl")).read()
     assert '"reason": "not_an_image"' in dead and "image/000000000006" in dead
 
 
@@ -187,7 +190,7 @@ def test_cli_images_folder_and_dead_letters(tiny_models, tmp_path):
 def test_the_full_r101_configuration_runs_one_small_image():
     from ssrp.features.engine import BUTDEngine
     from ssrp.features.modeling import BUTDDetector
-    from ssrp.features.weights import LoadedDetector
+    from ssrp.features.models import LoadedDetector
 
     arch = DetectorArch()
     with torch.random.fork_rng(devices=[]):
@@ -242,14 +245,14 @@ def test_rerunning_a_complete_corpus_does_nothing_and_another_config_is_refused(
     from ssrp.corpus import ConfigMismatchError
 
     out = str(tmp_path / "c")
-    base = ["features", "--coco", coco_sample, "--out", out, "--models", tiny_models, "--workers", "0", "--limit", "1",
-            "--set", "preprocess.test_scale=160", "--set", "preprocess.max_size=240", "--set", "rpn.post_nms_topk=60",
-            "--no-progress"]
+    base = ["features", "--coco", coco_sample, "--out", out, "--models", tiny_models, "--decode-workers", "0",
+            "--max-images", "1", "--set", "features.preprocess.test_scale=160", "--set",
+            "features.preprocess.max_size=240", "--set", "features.rpn.post_nms_topk=60", "--no-progress"]
     args = _parser().parse_args(base)
     assert args.func(args) == 0
     before = os.path.getmtime(os.path.join(out, "manifest.json"))
     assert args.func(args) == 0
     assert os.path.getmtime(os.path.join(out, "manifest.json")) == before
-    other = _parser().parse_args(base + ["--set", "select.conf_thresh=0.3"])
+    other = _parser().parse_args(base + ["--set", "features.select.conf_thresh=0.3"])
     with pytest.raises(ConfigMismatchError):
         other.func(other)

@@ -112,7 +112,7 @@ def test_a_huge_header_is_refused_before_decoding():
 
 
 def test_bad_images_become_dead_letters_without_crashing_the_batch(extractor, images):
-    from ssrp.features.extractor import extract
+    from ssrp.features.stage import extract
 
     out = extract([images[0], b"not an image at all", jpeg_bytes(10, 10)], extractor=extractor)
     assert not isinstance(out[0], DeadLetter) and out[0].num_boxes > 0

@@ -6,10 +6,10 @@ import torch
 from torchvision.ops import roi_pool
 
 from ssrp.features.config import DetectorArch
-from ssrp.features.extractor import region_labels
-from ssrp.features.hub import TINY_ARCH, random_state_dict
 from ssrp.features.modeling import BasicStem, BottleneckBlock, BUTDDetector, RoIHeads
-from ssrp.features.weights import expected_shapes
+from ssrp.features.models import expected_shapes
+from ssrp.features.stage import region_labels
+from ssrp.features.tiny import TINY_ARCH, random_state_dict
 
 
 def _model(arch: DetectorArch) -> BUTDDetector:

@@ -9,11 +9,11 @@ import urllib.error
 import pytest
 import torch
 
-from ssrp.augment import translation_models as tm
-from ssrp.augment.translation_trust import UntrustedCheckpointError
 from ssrp.cli import main
 from ssrp.models import hub
 from ssrp.models.trust import read_signed_checksums
+from ssrp.translate import models as tm
+from ssrp.translate.trust import UntrustedCheckpointError
 
 
 class _RunsCode:
@@ -41,7 +41,7 @@ def _pack(tiny, models, direction, model_pt=None, extra_member=None):
     shutil.copytree(os.path.join(tiny, d.name), staging)
     if model_pt is not None:
         torch.save(model_pt, os.path.join(staging, "model.pt"))
-    dest = os.path.join(models, "translation", d.name, d.archive)
+    dest = os.path.join(models, "translate", d.name, d.archive)
     os.makedirs(os.path.dirname(dest), exist_ok=True)
     with tarfile.open(dest, "w:gz") as tar:
         tar.add(staging, arcname=d.folder)
@@ -64,14 +64,14 @@ def test_a_planted_archive_runs_nothing(tiny_translation, tmp_path, offline, cap
     for name in tm.DIRECTIONS:
         payload = {"args": _RunsCode(marker), "model": {}} if name == "en-de" else None
         _pack(tiny_translation, models, name, model_pt=payload)
-    assert main(["models", "fetch", "translation", "--to", models]) == 2
+    assert main(["models", "fetch", "translate", "--to", models]) == 2
     line = _one_line(capsys)
     assert "was not downloaded by ssrp" in line and "--trust-existing" in line
-    assert read_signed_checksums(os.path.join(models, "translation")) == {}  # nothing was signed
+    assert read_signed_checksums(os.path.join(models, "translate")) == {}  # nothing was signed
     # a model.pt planted where the loader looks is refused before it is unpickled
-    shutil.copytree(os.path.join(tiny_translation, "en-de"), os.path.join(models, "translation", "en-de"),
+    shutil.copytree(os.path.join(tiny_translation, "en-de"), os.path.join(models, "translate", "en-de"),
                     dirs_exist_ok=True)
-    torch.save({"args": _RunsCode(marker), "model": {}}, os.path.join(models, "translation", "en-de", "model.pt"))
+    torch.save({"args": _RunsCode(marker), "model": {}}, os.path.join(models, "translate", "en-de", "model.pt"))
     with pytest.raises(UntrustedCheckpointError, match="no trusted record names it"):
         tm.load_hub(models, "en-de")
     captions = tmp_path / "captions.txt"
@@ -84,9 +84,9 @@ def test_a_planted_archive_runs_nothing(tiny_translation, tmp_path, offline, cap
 def test_archives_named_by_the_user_are_unpacked_and_signed_then_remembered(tiny_translation, tmp_path, offline):
     models = str(tmp_path / "models")
     archives = [_pack(tiny_translation, models, name) for name in tm.DIRECTIONS]
-    args = ["models", "fetch", "translation", "--to", models]
+    args = ["models", "fetch", "translate", "--to", models]
     assert main([*args, *[a for path in archives for a in ("--trust-existing", path)]]) == 0
-    signed = read_signed_checksums(os.path.join(models, "translation"))
+    signed = read_signed_checksums(os.path.join(models, "translate"))
     assert len(signed) == 8  # 4 archives and the 4 model.pt unpacked from them
     assert tm.load_hub(models, "ru-en").checkpoint_sha256 == signed["ru-en/model.pt"]
     assert main(args) == 0  # recorded: a rerun needs no flag, and no network
@@ -94,7 +94,7 @@ def test_archives_named_by_the_user_are_unpacked_and_signed_then_remembered(tiny
 
 def test_a_partial_download_of_an_unpinned_file_is_never_resumed(tiny_translation, tmp_path, monkeypatch):
     d = tm.DIRECTIONS["en-de"]
-    model_dir = str(tmp_path / "translation")
+    model_dir = str(tmp_path / "translate")
     dest = os.path.join(model_dir, d.name, d.archive)
     os.makedirs(os.path.dirname(dest))
     with open(dest + ".part", "wb") as fh:
@@ -115,7 +115,7 @@ def test_an_archive_member_escaping_its_folder_is_refused(tiny_translation, tmp_
     models = str(tmp_path / "models")
     archives = [_pack(tiny_translation, models, name, extra_member="../../../escaped" if name == "en-de" else None)
                 for name in tm.DIRECTIONS]
-    argv = ["models", "fetch", "translation", "--to", models]
+    argv = ["models", "fetch", "translate", "--to", models]
     assert main([*argv, *[a for path in archives for a in ("--trust-existing", path)]]) == 2
     assert "refusing to unpack" in _one_line(capsys)
     assert not any("escaped" in name for _, _, names in os.walk(tmp_path) for name in names)

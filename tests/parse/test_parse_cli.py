@@ -71,7 +71,8 @@ def corpus(tmp_path):
 
 def test_corpus_is_rewritten_with_parses(corpus, tiny_models, tmp_path):
     out = str(tmp_path / "out")
-    argv = ["-q", "parse", "--corpus", corpus, "--out", out, "--models", tiny_models, "--device", "cpu"]
+    argv = ["-q", "parse", "--corpus", corpus, "--out", out, "--models", tiny_models, "--device", "cpu",
+            "--no-progress"]
     assert run(argv) == 0
     with CorpusReader(out) as reader, CorpusReader(corpus) as before:
         texts = dict(reader.items("text"))
@@ -85,18 +86,21 @@ def test_corpus_is_rewritten_with_parses(corpus, tiny_models, tmp_path):
         manifest = reader.manifest
     summary = manifest["summary"]["captions"]
     assert summary["inputs"] == 4 and summary["written"] == 2 and summary["dead_letters"] == 2 and summary["balanced"]
-    assert summary["counters"] == {"dropped:parse_failed:de": 1}
-    assert manifest["parse"] == {"dead_captions": 2, "images_without_captions": 1}
+    assert summary["counters"] == {"dropped:parse_failed:de": 1, "text_records": 5}
+    images = manifest["summary"]["images"]  # image 3 lost its only caption: unreachable from the index
+    assert (images["inputs"], images["written"], images["by_reason"]) == (3, 2, {"index:no_caption_written": 1})
+    assert manifest["config"]["source_corpus"] == {"stage": "test"}  # provenance of the input corpus
     with open(f"{out}/deadletters.jsonl") as fh:
         dead = [json.loads(line) for line in fh]
-    assert [(d["key"], d["reason"]) for d in dead] == [("text/000000000102/raw", "empty_text"),
+    assert [(d["key"], d["reason"]) for d in dead] == [("image/000000000003", "no_caption_written"),
+                                                       ("text/000000000102/raw", "empty_text"),
                                                        ("text/000000000301/raw", "empty_text")]
     # a rerun finds every shard committed and ends with the same manifest; another config is refused
     assert run(argv) == 0
     with CorpusReader(out) as reader:
         assert reader.manifest == manifest
     with pytest.raises(ConfigMismatchError, match="max_tokens"):
-        run(argv + ["--set", "max_tokens=20"])
+        run(argv + ["--set", "parse.max_tokens=20"])
 
 
 def test_config_identity_keeps_what_changes_the_parses():

@@ -3,25 +3,25 @@ import os
 
 import pytest
 
+from ssrp.fileutil import md5_file
 from ssrp.models.hub import ChecksumError
 from ssrp.parse import models
 from ssrp.parse.backend import pipeline_kwargs
 from ssrp.parse.config import ParseConfig
 from ssrp.parse.models import (
-    PARSER_SOURCE,
+    SOURCE,
     ParserPackageError,
     finish_fetch,
-    md5_of,
     read_manifest,
     verify_package,
 )
 
 
 def test_source_pins_stanza_1_15_0_files():
-    dests = [f.dest for f in PARSER_SOURCE.files]
-    assert dests[0] == "resources.json" and len(PARSER_SOURCE.files[0].sha256) == 64
-    assert models.RESOURCES_COMMIT in PARSER_SOURCE.files[0].url
-    for f in PARSER_SOURCE.files[1:]:
+    dests = [f.dest for f in SOURCE.files]
+    assert dests[0] == "resources.json" and len(SOURCE.files[0].sha256) == 64
+    assert models.RESOURCES_COMMIT in SOURCE.files[0].url
+    for f in SOURCE.files[1:]:
         assert f.url.startswith("https://huggingface.co/stanfordnlp/stanza-en/resolve/v1.15.0/models/")
         assert f.url.endswith(f.dest.removeprefix("en/")) and f.dest.removeprefix("en/") in models.MD5
     # every default processor and every dependency of the charlm models is fetched
@@ -29,7 +29,7 @@ def test_source_pins_stanza_1_15_0_files():
         assert f"{processor}/{package}.pt" in models.MD5
     for dep in ("pretrain/conll17.pt", "forward_charlm/1billion.pt", "backward_charlm/1billion.pt"):
         assert dep in models.MD5
-    assert PARSER_SOURCE.post_fetch == "ssrp.parse.models:finish_fetch"
+    assert SOURCE.post_fetch == "ssrp.parse.models:finish_fetch"
 
 
 def fake_package(root, files: dict[str, bytes]) -> dict[str, str]:
@@ -40,7 +40,7 @@ def fake_package(root, files: dict[str, bytes]) -> dict[str, str]:
         path = root / "en" / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
-        md5[rel] = md5_of(str(path))
+        md5[rel] = md5_file(str(path))
         processor, package = rel[:-3].split("/")
         resources["en"].setdefault(processor, {})[package] = {"md5": md5[rel]}
     (root / "resources.json").write_text(json.dumps(resources))
@@ -76,14 +76,14 @@ def test_fetched_package_is_described_for_the_same_loader(tmp_path, monkeypatch)
 
 
 def test_tiny_package_has_the_real_layout(tiny_models):
-    parser_dir = os.path.join(tiny_models, "parser")
+    parser_dir = os.path.join(tiny_models, "parse")
     info = read_manifest(parser_dir)
     assert info.tiny and info.tokenizer == "pretokenized"
     with open(os.path.join(parser_dir, "resources.json")) as fh:
         resources = json.load(fh)
     for processor in ("tokenize", "pos", "lemma", "depparse", "pretrain"):
         path = os.path.join(parser_dir, "en", processor, "tiny.pt")
-        assert md5_of(path) == resources["en"][processor]["tiny"]["md5"]
+        assert md5_file(path) == resources["en"][processor]["tiny"]["md5"]
     kwargs = pipeline_kwargs(ParseConfig(models_dir=tiny_models, device="cpu"), info)
     assert kwargs["tokenize_pretokenized"] is True and kwargs["download_method"] is None
     neural = pipeline_kwargs(ParseConfig(models_dir=tiny_models, tokenizer="stanza", device="cpu"), info)
@@ -93,7 +93,7 @@ def test_tiny_package_has_the_real_layout(tiny_models):
 
 
 def test_a_directory_without_a_package_is_explained(tmp_path):
-    with pytest.raises(ParserPackageError, match="models fetch parser"):
+    with pytest.raises(ParserPackageError, match="models fetch parse "):
         read_manifest(str(tmp_path))
 
 

@@ -148,7 +148,7 @@ def fake(monkeypatch, vocab_path):
         def parse_texts(nlp, pretokenized, texts, fast_decode=True):
             return [table(t) for t in texts]
 
-        monkeypatch.setattr("ssrp.parse.parser.parse_texts", parse_texts)
+        monkeypatch.setattr("ssrp.parse.stage.parse_texts", parse_texts)
         return parser
 
     return make

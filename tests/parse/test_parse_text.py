@@ -66,7 +66,7 @@ def test_config_is_validated():
         with pytest.raises(ValueError):
             ParseConfig(**bad)
     cfg = ParseConfig(models_dir="m")
-    assert cfg.resolved_parser_dir == "m/parser" and cfg.resolved_vocab_path == "m/bert/vocab.txt"
+    assert cfg.resolved_parser_dir == "m/parse" and cfg.resolved_vocab_path == "m/bert/vocab.txt"
     assert cfg.max_pieces == 34
 
 

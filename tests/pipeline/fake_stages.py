@@ -25,23 +25,26 @@ class FakeStages(BuildStages):
     def resolved_config(self):
         return {"split": self.cfg.split, "stages": list(self.cfg.stages), "max_images": self.cfg.max_images}
 
-    def images(self, batch):
+    def decode(self, inp, data):
+        if not isinstance(data, bytes):
+            return data
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                im.load()
+                w, h = ImageOps.exif_transpose(im).size  # as the real decode does
+        except Exception as err:  # noqa: BLE001 - any decoding failure is a dead letter here
+            return DeadLetter(inp.key, "decode", "corrupt_image", str(err)[:80])
+        return (inp.image_id, w, h, int(hashlib.sha256(data).hexdigest()[:8], 16))
+
+    def detect(self, decoded):
         out = []
-        for inp, data in batch:
-            try:
-                with Image.open(io.BytesIO(data)) as im:
-                    im.load()
-                    w, h = ImageOps.exif_transpose(im).size  # as the real decode does
-            except Exception as err:  # noqa: BLE001 - any decoding failure is a dead letter here
-                out.append(DeadLetter(inp.key, "decode", "corrupt_image", str(err)[:80]))
-                continue
-            seed = int(hashlib.sha256(data).hexdigest()[:8], 16)
+        for image_id, w, h, seed in decoded:
             rng = np.random.default_rng(seed)
             views = ["raw", "rot90"] if self.cfg.has("views") else ["raw"]
             recs = []
             for view in views:
                 xy = rng.uniform(0, min(w, h) / 2, (4, 2)).astype(np.float32)
-                recs.append(ImageRecord(image_id=inp.image_id, view=view, height=h, width=w,
+                recs.append(ImageRecord(image_id=image_id, view=view, height=h, width=w,
                                         boxes=np.concatenate([xy, xy + 5], 1), features=rng.standard_normal((4, 8)).astype(np.float16),
                                         obj_ids=np.arange(4, dtype=np.int32), obj_conf=np.ones(4, np.float32),
                                         attr_ids=np.zeros(4, np.int32), attr_conf=np.zeros(4, np.float32)))
@@ -49,6 +52,8 @@ class FakeStages(BuildStages):
         return out
 
     def captions(self, batch):
+        if self.cfg.source == "corpus":  # the source's variants, as the real stages read them (no parser here)
+            return [self._source_texts(c) for c in batch]
         out = []
         for c in batch:
             text = c.text.strip()

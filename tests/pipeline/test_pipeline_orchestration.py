@@ -4,6 +4,7 @@ test_pipeline_real.py."""
 
 import json
 import os
+import shutil
 
 import pytest
 from fake_stages import FakeStages
@@ -18,7 +19,7 @@ SHARDS = {"image": 3, "text": 2}
 
 def config(coco, out, **kw):
     kw.setdefault("stages", ("features", "views", "translate"))
-    return BuildConfig(coco=coco, out=str(out), models="unused", num_shards=SHARDS, **kw)
+    return BuildConfig(input=coco, out=str(out), models="unused", num_shards=SHARDS, **kw)
 
 
 def digests(manifest):
@@ -143,3 +144,60 @@ def test_dataflow_flags_are_validated_before_launch():
     assert any("require_gpu" in p for p in validate_options("dataflow", no_gpu, require_gpu=True))
     assert any("gs://" in p for p in validate_options("dataflow", {**ok, "temp_location": "/tmp"}, False))
     assert validate_options("flink", {"environment_type": "DOCKER"}, require_gpu=True)
+
+
+def _image_folder(coco, tmp_path):
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for name in sorted(os.listdir(os.path.join(coco, "train2017")))[:5]:
+        shutil.copy(os.path.join(coco, "train2017", name), folder / name)
+    (folder / "999999.jpg").write_bytes(b"not an image")
+    return str(folder)
+
+
+@pytest.mark.parametrize("source", ["coco", "images", "corpus"])
+def test_every_input_builds_the_same_shards_locally_and_on_beam(coco, tmp_path, source):
+    """The one builder, whatever it reads: a COCO root, a folder of images, or a corpus to process again."""
+    stages = {"coco": ("features", "views", "translate"), "images": ("features",), "corpus": ("parse",)}[source]
+    path = {"coco": coco, "images": _image_folder(coco, tmp_path), "corpus": None}[source]
+    if source == "corpus":
+        first = config(coco, tmp_path / "first", stages=("features", "views", "translate"))
+        run_local(first, stages=FakeStages(first), progress=False)
+        path = first.out
+    kw = dict(source=source, input=path, models="unused", stages=stages)
+    local_cfg = BuildConfig(out=str(tmp_path / "local"), **kw)
+    beam_cfg = BuildConfig(out=str(tmp_path / "beam"), **kw)
+    local = run_local(local_cfg, stages=FakeStages(local_cfg), progress=False)
+    beam = run_beam(beam_cfg, "direct", ["--direct_running_mode=in_memory"], stages_cls=FakeStages)
+    assert digests(local) == digests(beam) and local["summary"] == beam["summary"]
+    assert verify(local_cfg.out).ok and verify(beam_cfg.out).ok
+    kinds = set(local["kinds"])
+    if source == "images":  # no captions: image records only, the bad file dead-lettered
+        assert kinds == {"image"} and local["summary"]["images"]["by_reason"] == {"decode:corrupt_image": 1}
+        assert local["kinds"]["image"]["records"] == 5
+    else:
+        assert kinds == {"image", "text", "index"}
+    if source == "corpus":  # the source's image shards are copied byte for byte
+        before = json.load(open(os.path.join(path, "manifest.json")))
+        assert [s["sha256"] for s in local["kinds"]["image"]["shards"]] == \
+            [s["sha256"] for s in before["kinds"]["image"]["shards"]]
+        assert local["kinds"]["text"]["counts"] == before["kinds"]["text"]["counts"]
+
+
+def test_decode_workers_and_overlapped_commits_change_no_byte(coco, tmp_path):
+    results = []
+    for workers, overlap in ((0, False), (2, True)):
+        cfg = config(coco, tmp_path / f"w{workers}", decode_workers=workers, image_batch=3)
+        results.append(digests(run_local(cfg, stages=FakeStages(cfg), progress=False, overlap_commits=overlap)))
+    assert results[0] == results[1]
+
+
+def test_a_failing_commit_stops_the_build_with_its_error(coco, tmp_path, monkeypatch):
+    cfg = config(coco, tmp_path / "c")
+
+    def broken(self, spec, items, report=None):
+        raise OSError(f"disk full while committing {spec.name}")
+
+    monkeypatch.setattr(CorpusWriter, "commit_shard", broken)
+    with pytest.raises(OSError, match="disk full while committing image/shard-"):
+        run_local(cfg, stages=FakeStages(cfg), progress=False)

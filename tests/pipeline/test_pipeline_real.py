@@ -6,11 +6,11 @@ import os
 
 import pytest
 
-from ssrp.augment.views import TABLE2, view_counts
 from ssrp.corpus import CorpusReader, verify
 from ssrp.pipeline.config import PRESETS, BuildConfig
 from ssrp.pipeline.local import run_local
 from ssrp.pipeline.run import run_beam
+from ssrp.views.config import TABLE2, view_counts
 
 
 def digests(manifest):
@@ -19,7 +19,7 @@ def digests(manifest):
 
 @pytest.mark.slow
 def test_full_corpus_local_and_beam_are_byte_identical(coco, tiny_models, tmp_path):
-    kw = dict(coco=coco, models=tiny_models, stages=PRESETS["corpus"], max_images=3, device="cpu",
+    kw = dict(input=coco, models=tiny_models, stages=PRESETS["corpus"], max_images=3, device="cpu",
               num_shards={"image": 2, "text": 2})
     local = run_local(BuildConfig(out=str(tmp_path / "local"), **kw), progress=False)
     beam = run_beam(BuildConfig(out=str(tmp_path / "beam"), **kw), "direct", ["--direct_running_mode=in_memory"])
@@ -37,7 +37,7 @@ def test_full_corpus_local_and_beam_are_byte_identical(coco, tiny_models, tmp_pa
 
 @pytest.mark.slow
 def test_bad_input_with_real_stages(bad_coco, tiny_models, tmp_path):
-    cfg = BuildConfig(coco=bad_coco, out=str(tmp_path / "c"), models=tiny_models, stages=("features", "translate"),
+    cfg = BuildConfig(input=bad_coco, out=str(tmp_path / "c"), models=tiny_models, stages=("features", "translate"),
                       device="cpu")
     manifest = run_local(cfg, progress=False)
     summary = manifest["summary"]
@@ -58,7 +58,7 @@ def test_bad_input_with_real_stages(bad_coco, tiny_models, tmp_path):
 @pytest.mark.slow
 def test_beam_multiprocess_runner(coco, tiny_models, tmp_path):
     """Beam's local runner with worker processes (pickling of handlers, models loaded per worker)."""
-    kw = dict(coco=coco, models=tiny_models, stages=PRESETS["features"], max_images=4, device="cpu")
+    kw = dict(input=coco, models=tiny_models, stages=PRESETS["features"], max_images=4, device="cpu")
     local = run_local(BuildConfig(out=str(tmp_path / "local"), **kw), progress=False)
     beam = run_beam(BuildConfig(out=str(tmp_path / "beam"), **kw), "direct", ["--direct_num_workers=2"])
     assert digests(local) == digests(beam)

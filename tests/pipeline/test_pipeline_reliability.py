@@ -24,7 +24,7 @@ SHARDS = {"image": 3, "text": 2}
 
 def config(coco, out, **kw):
     kw.setdefault("stages", ("features", "translate"))
-    return BuildConfig(coco=coco, out=str(out), models="unused", num_shards=SHARDS, **kw)
+    return BuildConfig(input=coco, out=str(out), models="unused", num_shards=SHARDS, **kw)
 
 
 def build(cfg):

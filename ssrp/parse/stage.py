@@ -19,11 +19,11 @@ import numpy as np
 
 from ssrp.corpus.records import TextRecord, validate
 from ssrp.deadletter import DeadLetter, RecordFailure
-from ssrp.parse.backend import Sentence, parse_texts
+from ssrp.parse.backend import Sentence, load_pipeline, parse_texts
 from ssrp.parse.config import ParseConfig
 from ssrp.parse.text import dropped_chars, screen
 from ssrp.parse.trees import TreeError, merge_sentences, to_uint8, tree_distances, tree_distances_batch
-from ssrp.parse.wordpiece import align, word_pieces
+from ssrp.parse.wordpiece import align, load_wordpiece, word_pieces
 
 logger = logging.getLogger(__name__)
 
@@ -76,8 +76,6 @@ class Parser:
         return self._nlp is not None
 
     def load(self) -> Parser:
-        from ssrp.parse.backend import load_pipeline
-        from ssrp.parse.wordpiece import load_wordpiece
 
         if not self.loaded:
             self._wordpiece = load_wordpiece(self.cfg.resolved_vocab_path, self.cfg.lowercase)

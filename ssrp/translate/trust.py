@@ -2,14 +2,14 @@
 
 The WMT19 checkpoints (2019) pickle an ``argparse.Namespace`` and need ``torch.load(...,
 weights_only=False)``, which runs arbitrary code from the file. So a ``model.pt`` is unpickled only
-when its sha256 is *trusted*, from one of three sources (docs/backtranslation.md, "Trust model"):
+when its sha256 is *trusted*, from one of three sources (docs/translate.md, "Trust model"):
 
 1. ``PINNED_SHA256``: digests pinned in this code (none yet: fairseq publishes no checksums for
    the WMT19 archives; a maintainer pins them after a verified download).
 2. ``trusted_sha256`` in the stage's config (``--trust-sha256`` on the command line): the user
    pins a digest explicitly, e.g. for a checkpoint of their own or to ship trust to Beam workers.
 3. ``checksums.json`` beside the model directories (``ssrp.models.trust``), written by
-   ``ssrp models fetch translation`` for model.pt files it unpacked, in the same call, from archives it
+   ``ssrp models fetch translate`` for model.pt files it unpacked, in the same call, from archives it
    downloaded itself over HTTPS from dl.fbaipublicfiles.com (trust on first download), or by
    ``build_tiny``, and signed under a per-user key. A ``checksums.json`` that came with a copied or shared
    directory does not verify under your key, so it proves nothing and is ignored (with a warning).
@@ -35,7 +35,7 @@ from ssrp.models.trust import CHECKSUMS_FILE, read_signed_checksums
 logger = logging.getLogger(__name__)
 
 # direction -> sha256 of the official single model's model.pt. None: not published by fairseq and
-# not yet pinned here (see the module docstring and docs/backtranslation.md).
+# not yet pinned here (see the module docstring and docs/translate.md).
 PINNED_SHA256: dict[str, str | None] = {"en-de": None, "de-en": None, "en-ru": None, "ru-en": None}
 
 # Serialises the short window in which fairseq's module-level ``torch`` name is swapped (below).
@@ -80,7 +80,7 @@ def verify_checkpoint(root: str, rel_path: str, direction: str, extra_trusted: t
     why = "it differs from the digest recorded at fetch time" if rel_path in signed else "no trusted record names it"
     raise UntrustedCheckpointError(
         f"{path} (sha256 {digest}) needs a full unpickle (legacy fairseq checkpoint) but is not trusted: {why}. "
-        f"Fetch it with `ssrp models fetch translation`, or, if you built or verified this file yourself, "
+        f"Fetch it with `ssrp models fetch translate`, or, if you built or verified this file yourself, "
         f"pin it with --trust-sha256 {digest} (config trusted_sha256)."
     )
 

@@ -1,8 +1,8 @@
 """ssrp translate: back-translate captions (En->De->En, En->Ru->En) without Beam.
 
-    ssrp models tiny models/                      # or: ssrp models fetch translation --to models/
+    ssrp models tiny models/                      # or: ssrp models fetch translate --to models/
     ssrp translate --coco coco/ --models models/ --out out/captions.jsonl
-    ssrp translate --captions my.txt --models models/ --out out.jsonl --set forward_topk=20 --limit 100
+    ssrp translate --captions my.txt --models models/ --out out.jsonl --set translate.forward_topk=20 --limit 100
 
 Writes one JSON line per TextRecord (raw and paraphrases) to --out and one per dead letter to
 OUT.deadletter.jsonl; prints the counts (records per variant, drops and dead letters by reason).
@@ -10,10 +10,22 @@ OUT.deadletter.jsonl; prints the counts (records per variant, drops and dead let
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
 import os
 import sys
 import time
+
+from tqdm import tqdm
+
+from ssrp.config import with_settings
+from ssrp.corpus.records import TextRecord
+from ssrp.deadletter import is_dead
+from ssrp.pipeline.cli import stage_settings
+from ssrp.pipeline.inputs import captions_of, read_annotation_file, read_coco
+from ssrp.translate.config import TranslateConfig
+from ssrp.translate.stage import BackTranslator, count_outcomes
 
 
 def register(sub) -> None:
@@ -21,7 +33,7 @@ def register(sub) -> None:
         "translate",
         help="paraphrase captions by back-translation through German and Russian (fairseq WMT19)",
         description=__doc__,
-        formatter_class=__import__("argparse").RawDescriptionHelpFormatter,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--coco", metavar="DIR", help="an MSCOCO 2017 directory (annotations/captions_*2017.json)")
@@ -29,8 +41,9 @@ def register(sub) -> None:
         "--captions", metavar="FILE", help="a COCO captions .json, a .jsonl of {caption_id, image_id, caption}, "
         "or a text file with one caption per line (caption_id = line number)"
     )  # fmt: skip
-    p.add_argument("--split", choices=("train", "val", "both"), default="both", help="COCO split(s) (default both)")
-    p.add_argument("--models", required=True, metavar="DIR", help="models directory holding translation/")
+    p.add_argument("--split", choices=("train", "val", "trainval"), default="trainval",
+                   help="COCO split(s) (default trainval)")
+    p.add_argument("--models", required=True, metavar="DIR", help="models directory holding translate/")
     p.add_argument("--out", required=True, metavar="FILE", help="output .jsonl")
     p.add_argument("--pivots", nargs="+", default=None, metavar="LANG", help="pivot languages (default: de ru)")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N captions")
@@ -41,17 +54,13 @@ def register(sub) -> None:
         "--trust-sha256", action="append", default=[], metavar="HEX",
         help="allow this model.pt digest to be fully unpickled (a checkpoint you verified yourself); repeatable",
     )  # fmt: skip
-    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="any BackTranslateConfig setting")
+    p.add_argument("--set", dest="settings", action="append", default=[], metavar="translate.KEY=VALUE",
+                   help="any TranslateConfig setting, e.g. --set translate.forward_topk=20")
     p.set_defaults(func=_translate)
 
 
-def _config(args):
-    import dataclasses
-
-    from ssrp.augment.backtranslate import BackTranslateConfig
-    from ssrp.config import with_overrides
-
-    cfg = with_overrides(BackTranslateConfig(models_dir=args.models), args.set)
+def _config(args) -> TranslateConfig:
+    cfg = with_settings(TranslateConfig(models_dir=args.models), stage_settings(args.settings)["translate"])
     changes: dict = {}
     if args.pivots:
         changes["pivots"] = tuple(args.pivots)
@@ -65,11 +74,6 @@ def _config(args):
 
 
 def _translate(args) -> int:
-    from tqdm import tqdm
-
-    from ssrp.augment.backtranslate import BackTranslator, count_outcomes
-    from ssrp.deadletter import is_dead
-
     if args.chunk < 1:
         raise ValueError(f"--chunk {args.chunk} must be >= 1")
     cfg = _config(args)
@@ -103,9 +107,6 @@ def _translate(args) -> int:
 
 def _summary_only(result):
     """Keep what count_outcomes needs, not every record's text (a full COCO run has 1.8M records)."""
-    from ssrp.corpus.records import TextRecord
-    from ssrp.deadletter import is_dead
-
     if is_dead(result):
         return result
     raw = result[0]
@@ -136,28 +137,14 @@ def _record_json(record) -> str:
 
 def read_captions(args) -> list[tuple[int, int, str | bytes]]:
     if args.coco:
-        splits = ("train", "val") if args.split == "both" else (args.split,)
-        items: list = []
-        for split in splits:
-            path = os.path.join(args.coco, "annotations", f"captions_{split}2017.json")
-            if not os.path.exists(path):
-                raise FileNotFoundError(f"{path} not found: --coco must be an MSCOCO 2017 directory")
-            items += _coco_json(path)
-        return items
+        return [(c.caption_id, c.image_id, c.text) for c in read_coco(args.coco, args.split).captions]
     path = args.captions
     if path.endswith(".json"):
-        return _coco_json(path)
+        doc, _ = read_annotation_file(path)
+        return [(c.caption_id, c.image_id, c.text) for c in captions_of(doc["annotations"], known=None)[0]]
     if path.endswith(".jsonl"):
         return _jsonl(path)
     return _text_lines(path)
-
-
-def _coco_json(path: str) -> list[tuple[int, int, str]]:
-    with open(path, encoding="utf-8") as fh:
-        data = json.load(fh)
-    if not isinstance(data, dict) or "annotations" not in data:
-        raise ValueError(f"{path} is not a COCO captions file (no 'annotations')")
-    return [(a["id"], a["image_id"], a["caption"]) for a in data["annotations"]]
 
 
 def _jsonl(path: str) -> list[tuple[int, int, str]]:

@@ -2,10 +2,10 @@
 
 SSRP (NeurIPS 2020, §4) paraphrases every caption through two pretrained back-translators, so 591k
 captions become 1.77M sentences. This stage uses the fairseq WMT19 single models
-(translation_models), samples on the forward leg and runs beam search on the return leg (Edunov et al.
+(ssrp.translate.models), samples on the forward leg and runs beam search on the return leg (Edunov et al.
 2018: sampled synthetic sources give a stronger, more diverse signal; beam keeps the English fluent).
 
-    translator = BackTranslator(BackTranslateConfig(models_dir="models"))
+    translator = BackTranslator(TranslateConfig(models_dir="models"))
     translator.load()
     out = translator([(caption_id, image_id, "A man riding a horse."), ...])
     # out[i]: [TextRecord raw, TextRecord de, TextRecord ru] or a DeadLetter, in input order
@@ -31,84 +31,17 @@ import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 from ssrp.corpus.records import TextRecord, text_key
 from ssrp.deadletter import DeadLetter, RecordFailure, is_dead
+from ssrp.devices import resolve_device
+from ssrp.translate.config import STAGE, TranslateConfig
+from ssrp.translate.models import load_hub, require_fairseq
 
 logger = logging.getLogger(__name__)
 
-STAGE = "translate"
-PIVOTS = ("de", "ru")
 _WHITESPACE_CONTROLS = {"\t", "\n", "\r"}
-
-
-@dataclass(frozen=True)
-class BackTranslateConfig:
-    """Settings of the back-translation stage; the defaults are the ones docs/backtranslation.md argues for."""
-    # settings of where and how fast, not of what: left out of a corpus's config (ssrp.config.config_identity)
-    RUNTIME: ClassVar[frozenset[str]] = frozenset(
-        {"models_dir", "device", "max_tokens", "max_sentences", "trusted_sha256", "sort_by_length"}
-    )
-
-    models_dir: str = ""  # the models directory holding translation/{en-de,de-en,en-ru,ru-en}
-    pivots: tuple[str, ...] = PIVOTS  # paper: German and Russian
-    # forward leg, English -> pivot: restricted sampling (Edunov et al. 2018, top-k 10)
-    forward_sampling: bool = True
-    forward_topk: int = 10  # 0: no top-k restriction
-    forward_topp: float = 0.0  # nucleus sampling instead of top-k when > 0
-    forward_beam: int = 1  # samples drawn (sampling) or beam width (beam search); the best is kept
-    forward_temperature: float = 1.0
-    # return leg, pivot -> English: beam search
-    back_sampling: bool = False
-    back_topk: int = 10
-    back_topp: float = 0.0
-    back_beam: int = 5  # fairseq's translate() default
-    back_temperature: float = 1.0
-    lenpen: float = 1.0  # beam-search length penalty (fairseq --lenpen)
-    max_len_a: float = 1.5  # output length limit: max_len_a * source tokens + max_len_b (fairseq -a/-b)
-    max_len_b: int = 10
-    # batching: length-sorted batches of at most max_tokens padded source tokens
-    max_tokens: int = 8000
-    max_sentences: int = 512
-    sort_by_length: bool = True  # False: batches in input order (only for benchmarks)
-    # input limits and the output filter
-    max_source_tokens: int = 128  # BPE tokens (COCO's longest captions have ~60); longer -> caption_too_long
-    length_ratio: float = 1.5  # drop a paraphrase whose word count differs from the caption's by more (Edunov)
-    drop_unk: bool = True  # drop a pivot or paraphrase containing <unk>
-    drop_identical: bool = False  # drop a paraphrase equal to the caption (paper keeps 3 sentences per caption)
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    fp16: bool = True  # half precision on CUDA (ignored on CPU)
-    trusted_sha256: tuple[str, ...] = ()  # extra model.pt digests allowed to be fully unpickled (translation_trust)
-
-    def __post_init__(self) -> None:
-        bad = [p for p in self.pivots if p not in PIVOTS]
-        if bad or not self.pivots or len(set(self.pivots)) != len(self.pivots):
-            raise ValueError(f"pivots={self.pivots!r}: use distinct languages from {PIVOTS}")
-        for name in ("forward_beam", "back_beam", "max_tokens", "max_sentences", "max_source_tokens"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)!r} must be >= 1")
-        for name in ("forward_topk", "back_topk", "max_len_b"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name}={getattr(self, name)!r} must be >= 0 (0 disables)")
-        for name in ("forward_topp", "back_topp"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"{name}={getattr(self, name)!r} must be in [0, 1) (0 disables)")
-        for name in ("forward_temperature", "back_temperature", "lenpen", "max_len_a"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name}={getattr(self, name)!r} must be > 0")
-        if not self.length_ratio >= 1.0:
-            raise ValueError(f"length_ratio={self.length_ratio!r} must be >= 1 (use inf to disable the filter)")
-        if self.max_tokens < self.max_source_tokens:
-            raise ValueError(f"max_tokens={self.max_tokens} must be >= max_source_tokens={self.max_source_tokens}")
-        if self.device != "auto" and self.device != "cpu" and not self.device.startswith("cuda"):
-            raise ValueError(f"device={self.device!r}: use auto, cpu, cuda or cuda:N")
-        bad_digests = [
-            d for d in self.trusted_sha256 if len(d) != 64 or any(c not in "0123456789abcdefABCDEF" for c in d)
-        ]
-        if bad_digests:
-            raise ValueError(f"trusted_sha256 entries must be 64 hex digits; got {bad_digests!r}")
 
 
 @dataclass
@@ -186,7 +119,7 @@ class BackTranslator:
 
     stage = STAGE
 
-    def __init__(self, cfg: BackTranslateConfig):
+    def __init__(self, cfg: TranslateConfig):
         self.cfg = cfg
         self._hubs: dict[str, Any] | None = None
         self._generators: dict[str, Any] = {}
@@ -201,18 +134,15 @@ class BackTranslator:
     # Loading.
 
     def load(self) -> BackTranslator:
-        import torch
-
-        from ssrp.augment.translation_models import load_hub, require_fairseq
 
         require_fairseq()
-        from ssrp.augment.translation_decode import build_generator
+        from ssrp.translate.decode import build_generator
 
         if not self.cfg.models_dir:
             raise ValueError(
-                "models_dir is empty: set it to the directory given to `ssrp models fetch translation --to`"
+                "models_dir is empty: set it to the directory given to `ssrp models fetch translate --to`"
             )
-        device = self._device(torch)
+        device = resolve_device(self.cfg.device)
         hubs = {}
         for pivot in self.cfg.pivots:
             for direction in (f"en-{pivot}", f"{pivot}-en"):
@@ -231,7 +161,7 @@ class BackTranslator:
         (for setting sweeps and benchmarks). Settings that decide what is loaded cannot change."""
         import dataclasses
 
-        from ssrp.augment.translation_decode import build_generator
+        from ssrp.translate.decode import build_generator
 
         if self._hubs is None:
             raise RuntimeError("derive() needs a loaded translator: call load() first")
@@ -246,15 +176,8 @@ class BackTranslator:
         other._generators = {d: build_generator(h, other._leg(d)) for d, h in other._hubs.items()}
         return other
 
-    def _device(self, torch):
-        if self.cfg.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        if self.cfg.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError(f"device={self.cfg.device!r} but CUDA is not available; use device=cpu or auto")
-        return torch.device(self.cfg.device)
-
     def _leg(self, direction: str):
-        from ssrp.augment.translation_decode import LegSettings
+        from ssrp.translate.decode import LegSettings
 
         c = self.cfg
         if direction.startswith("en-"):
@@ -345,7 +268,7 @@ class BackTranslator:
     def _translate(self, direction: str, tokens: list, captions: list[_Caption]) -> list[str | tuple | None]:
         """Decoded top hypotheses; a (reason, detail) tuple for an output to drop; None after a
         model failure (the caption's failure is set)."""
-        from ssrp.augment.translation_decode import generate
+        from ssrp.translate.decode import generate
 
         hub = self._hubs[direction]
         seeds = [seed_for(self.cfg.seed, c.caption_id, direction) for c in captions]

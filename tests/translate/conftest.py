@@ -1,14 +1,4 @@
 import pytest
-from features_fixtures import coco_files, coco_sample, images, tiny_models  # noqa: F401 - shared fixtures
-from features_helpers import small_config
-
-
-@pytest.fixture(scope="session")
-def augmenter(tiny_models):
-    from ssrp.augment.views import ViewAugmenter, ViewsConfig
-
-    return ViewAugmenter(ViewsConfig(features=small_config(tiny_models))).load()
-
 
 # ------------------------------------------------------------------------------------------------
 # Back-translation (owner: the back-translation stage; every fixture is prefixed bt_).
@@ -44,7 +34,7 @@ def bt_models(tmp_path_factory, bt_trust_key):
     """A models directory with the four tiny fairseq translation models (built once)."""
     pytest.importorskip("fairseq", reason="fairseq-fixed is not installed (make install)")
     pytest.importorskip("fastBPE", reason="fastBPE is not installed (make install)")
-    from ssrp.augment.translation_models import build_tiny
+    from ssrp.translate.tiny import build_tiny
 
     root = tmp_path_factory.mktemp("bt_models")
     build_tiny(str(root))
@@ -55,9 +45,9 @@ def bt_models(tmp_path_factory, bt_trust_key):
 def bt_translator(bt_models):
     """A loaded BackTranslator on the tiny models without the length filter (so most captions keep
     both paraphrases); tests derive other settings from it with ``derive``."""
-    from ssrp.augment.backtranslate import BackTranslateConfig, BackTranslator
+    from ssrp.translate.stage import BackTranslator, TranslateConfig
 
-    return BackTranslator(BackTranslateConfig(models_dir=bt_models, device="cpu", length_ratio=float("inf"))).load()
+    return BackTranslator(TranslateConfig(models_dir=bt_models, device="cpu", length_ratio=float("inf"))).load()
 
 
 @pytest.fixture(scope="session")

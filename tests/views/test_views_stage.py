@@ -7,20 +7,13 @@ import torch
 from features_helpers import small_config
 from torchvision.ops import roi_pool
 
-from ssrp.augment.views import (
-    ALL_VIEWS,
-    TABLE2,
-    ViewAugmenter,
-    ViewsConfig,
-    jitter_boxes,
-    jitter_factors,
-    mirror_boxes,
-    view_counts,
-)
+from ssrp.config import with_settings
 from ssrp.corpus import CorpusReader, ImageRecord, encode, verify
 from ssrp.deadletter import DeadLetter
 from ssrp.features.engine import transform_grid
-from ssrp.features.extractor import Extractor
+from ssrp.features.stage import Extractor
+from ssrp.views.config import ALL_VIEWS, TABLE2, ViewsConfig, view_counts
+from ssrp.views.stage import ViewAugmenter, jitter_boxes, jitter_factors, mirror_boxes
 
 
 def test_the_14_views_and_their_names():
@@ -130,22 +123,23 @@ def test_bad_inputs_and_settings(augmenter, images):
         ViewsConfig(views=("raw", "rot45"))
     with pytest.raises(ValueError, match="jitter_range"):
         ViewsConfig(jitter_range=(1.2, 0.8))
-    cfg = ViewsConfig.from_dict({"views": ["raw", "hflip"], "features.select.max_boxes": 100,
-                                 "features.select.min_boxes": 10})
+    cfg = with_settings(ViewsConfig(), {"views": ["raw", "hflip"], "features.select.max_boxes": 100,
+                                        "features.select.min_boxes": 10})
     assert cfg.views == ("raw", "hflip") and cfg.features.select.max_boxes == 100
 
 
 @pytest.mark.parametrize("n", [1, 3])
 def test_cli_writes_every_view_and_the_counts_follow_table_2(tiny_models, coco_sample, tmp_path, n):
-    from ssrp.augment import cli
+    from ssrp.views import cli
 
     parser = argparse.ArgumentParser()
     cli.register(parser.add_subparsers(dest="command"))
     out = str(tmp_path / "corpus")
     args = parser.parse_args([
-        "augment", "views", "--coco", coco_sample, "--out", out, "--models", tiny_models, "--limit", str(n),
-        "--workers", "0", "--set", "preprocess.test_scale=160", "--set", "preprocess.max_size=240",
-        "--set", "rpn.post_nms_topk=60", "--set", "views.seed=3", "--no-progress",
+        "views", "--coco", coco_sample, "--out", out, "--models", tiny_models, "--max-images", str(n),
+        "--decode-workers", "0", "--set", "features.preprocess.test_scale=160",
+        "--set", "features.preprocess.max_size=240", "--set", "features.rpn.post_nms_topk=60", "--set", "views.seed=3",
+        "--no-progress",
     ])
     assert args.func(args) == 0
     assert verify(out).ok

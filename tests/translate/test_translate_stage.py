@@ -7,14 +7,14 @@ import pytest
 
 pytest.importorskip("fairseq", reason="fairseq-fixed is not installed (make install)")
 
-from ssrp.augment import translation_decode  # noqa: E402
-from ssrp.augment.backtranslate import (  # noqa: E402
-    BackTranslateConfig,
+from ssrp.deadletter import DeadLetter, is_dead  # noqa: E402
+from ssrp.translate import decode as translation_decode  # noqa: E402
+from ssrp.translate.stage import (  # noqa: E402
+    TranslateConfig,
     count_outcomes,
     seed_for,
     word_ratio,
 )
-from ssrp.deadletter import DeadLetter, is_dead  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("bt_one_thread")
 
@@ -366,4 +366,4 @@ def test_single_pivot_and_derive_limits(bt_translator, bt_items):
 )
 def test_config_rejects_bad_values(changes, word):
     with pytest.raises(ValueError, match=word):
-        BackTranslateConfig(**changes)
+        TranslateConfig(**changes)

@@ -22,7 +22,7 @@ from ssrp.corpus import ImageRecord, image_key
 from ssrp.deadletter import DeadLetter, RecordFailure
 from ssrp.features.config import FeaturesConfig
 from ssrp.features.engine import BUTDEngine, Detection
-from ssrp.features.image import DecodedImage, decode_image
+from ssrp.features.image import DecodedImage, decode_image, to_rgb_array
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +136,6 @@ def as_decoded(item: Any, index: int, cfg: FeaturesConfig) -> DecodedImage:
             raise ValueError(f"arrays must be uint8 [H, W, 3] RGB, got {item.dtype} {item.shape}")
         return DecodedImage(index, f"array-{index}", np.ascontiguousarray(item))
     if hasattr(item, "convert"):  # a PIL image
-        from ssrp.features.image import to_rgb_array
 
         return DecodedImage(index, f"image-{index}", to_rgb_array(item, cfg.decode.alpha_background))
     raise TypeError(f"cannot make an image of {type(item).__name__}")

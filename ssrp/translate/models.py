@@ -2,14 +2,14 @@
 
 Layout (the same for the official models and the tiny ones)::
 
-    MODELS/translation/checksums.json         signed sha256 of each model.pt (translation_trust)
-    MODELS/translation/en-de/model.pt         fairseq checkpoint (legacy pickle with argparse args)
-    MODELS/translation/en-de/dict.en.txt      source / target dictionaries (joined for en-de, de-en)
-    MODELS/translation/en-de/dict.de.txt
-    MODELS/translation/en-de/bpecodes         fastBPE codes
+    MODELS/translate/checksums.json         signed sha256 of each model.pt (ssrp.translate.trust)
+    MODELS/translate/en-de/model.pt         fairseq checkpoint (legacy pickle with argparse args)
+    MODELS/translate/en-de/dict.en.txt      source / target dictionaries (joined for en-de, de-en)
+    MODELS/translate/en-de/dict.de.txt
+    MODELS/translate/en-de/bpecodes         fastBPE codes
     ... de-en, en-ru, ru-en alike
 
-``ssrp models fetch translation --to MODELS`` downloads the four official single models
+``ssrp models fetch translate --to MODELS`` downloads the four official single models
 (``transformer.wmt19.*.single_model`` in fairseq's hub list); ``build_tiny(MODELS)`` writes four tiny
 random-weight models in the same files. Both load through ``TransformerModel.from_pretrained`` on the
 local directory (never ``torch.hub``), with the Moses languages of the direction.
@@ -24,14 +24,15 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ssrp.augment import translation_trust as trust
 from ssrp.fileutil import sha256_file
 from ssrp.models.hub import Fetched, ModelSource, RemoteFile, UntrustedFileError, safe_extract
+from ssrp.models.registry import model_folder
 from ssrp.models.trust import CHECKSUMS_FILE, record_checksums
+from ssrp.translate import trust
 
 logger = logging.getLogger(__name__)
 
-NAME = "translation"
+NAME = "translate"  # the models folder and the `ssrp models fetch` name, like the stage
 BASE_URL = "https://dl.fbaipublicfiles.com/fairseq/models/"
 
 
@@ -67,21 +68,19 @@ SOURCE = ModelSource(
     files=tuple(
         RemoteFile(url=BASE_URL + d.archive, dest=f"{d.name}/{d.archive}", sha256=None) for d in DIRECTIONS.values()
     ),
-    post_fetch="ssrp.augment.translation_models:finish_fetch",
+    post_fetch="ssrp.translate.models:finish_fetch",
     notes=(
         "No sha256 is published for the archives: ssrp trusts an archive it downloaded itself (recorded in a signed "
-        "checksums.json) and signs each model.pt it unpacks from one (docs/backtranslation.md, 'Trust model').",
+        "checksums.json) and signs each model.pt it unpacks from one (docs/translate.md, 'Trust model').",
         "The archives (about 1 GB each) may be deleted after the fetch; a refetch downloads them again.",
     ),
 )
 
 
 def translation_dir(models_dir: str) -> str:
-    """``models_dir/translation`` (accepts the translation folder itself as well)."""
-    nested = os.path.join(models_dir, NAME)
-    if os.path.isdir(nested):
-        return nested
-    if all(os.path.isdir(os.path.join(models_dir, d)) for d in DIRECTIONS):
+    """``models_dir/translate`` (accepts the translate folder itself as well)."""
+    nested = model_folder(models_dir, NAME)
+    if not os.path.isdir(nested) and all(os.path.isdir(os.path.join(models_dir, d)) for d in DIRECTIONS):
         return models_dir
     return nested
 
@@ -97,7 +96,7 @@ def check_layout(root: str, direction: Direction) -> str:
     if missing:
         raise FileNotFoundError(
             f"translation model {direction.name} in {folder} lacks {', '.join(missing)}; run "
-            f"`ssrp models fetch translation --to DIR` (or `ssrp models tiny DIR` for the tiny test models)"
+            f"`ssrp models fetch translate --to DIR` (or `ssrp models tiny DIR` for the tiny test models)"
         )
     return folder
 
@@ -123,7 +122,7 @@ def finish_fetch(model_dir: str, fetched: Sequence[Fetched]) -> dict:
         digest = sha256_file(os.path.join(folder, "model.pt"))
         files[f"{d.name}/model.pt"] = {"sha256": digest, "source": BASE_URL + d.archive, "archive_sha256": archive.sha256}
         logger.info("%s/model.pt sha256 %s", d.name, digest)
-    record_checksums(model_dir, files, written_by="ssrp models fetch translation")
+    record_checksums(model_dir, files, written_by="ssrp models fetch translate")
     return files
 
 
@@ -189,7 +188,7 @@ def require_fairseq() -> None:
 def load_hub(models_dir: str, direction: str, *, trusted_sha256: tuple[str, ...] = (), **overrides):
     """The fairseq hub interface (GeneratorHubInterface) of one direction, on CPU, in eval mode.
 
-    The checkpoint is fully unpickled only after its sha256 is trusted (translation_trust).
+    The checkpoint is fully unpickled only after its sha256 is trusted (ssrp.translate.trust).
     ``overrides`` go to ``from_pretrained`` (e.g. ``batch_size``, ``max_tokens``).
     """
     if direction not in DIRECTIONS:
@@ -216,10 +215,3 @@ def load_hub(models_dir: str, direction: str, *, trusted_sha256: tuple[str, ...]
     hub.eval()
     hub.checkpoint_sha256 = verified.sha256
     return hub
-
-
-def build_tiny(models_dir: str) -> dict:
-    """Four tiny random-weight fairseq models in the official layout; see translation_tiny."""
-    from ssrp.augment.translation_tiny import build_tiny_models
-
-    return build_tiny_models(models_dir)

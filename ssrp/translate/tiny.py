@@ -17,9 +17,9 @@ import os
 import tempfile
 from collections import Counter
 
-from ssrp.augment.translation_models import DIRECTIONS, NAME, Direction
 from ssrp.fileutil import sha256_file
 from ssrp.models.trust import write_checksums
+from ssrp.translate.models import DIRECTIONS, Direction, translation_dir
 
 logger = logging.getLogger(__name__)
 
@@ -61,9 +61,9 @@ ARCH = [
 SEED = {"en-de": 11, "de-en": 12, "en-ru": 13, "ru-en": 14}
 
 
-def build_tiny_models(models_dir: str) -> dict:
-    """Write MODELS/translation/{en-de,de-en,en-ru,ru-en} and a signed checksums.json."""
-    root = os.path.join(models_dir, NAME)
+def build_tiny(models_dir: str) -> dict:
+    """Write MODELS/translate/{en-de,de-en,en-ru,ru-en} and a signed checksums.json."""
+    root = translation_dir(models_dir)
     codes = {"de": _learn_codes(WORDS["en"] + " " + WORDS["de"]), "ru": _learn_codes(WORDS["en"] + " " + WORDS["ru"])}
     files = {}
     for d in DIRECTIONS.values():
@@ -75,7 +75,7 @@ def build_tiny_models(models_dir: str) -> dict:
         _write_checkpoint(folder, d)
         digest = sha256_file(os.path.join(folder, "model.pt"))
         files[f"{d.name}/model.pt"] = {"sha256": digest, "source": "build_tiny"}
-    write_checksums(root, files, written_by="ssrp.augment.translation_models:build_tiny")
+    write_checksums(root, files, written_by="ssrp.translate.tiny:build_tiny")
     logger.info("tiny translation models written under %s", root)
     return {"dir": root, "files": files}
 

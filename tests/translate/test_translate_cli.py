@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("fairseq", reason="fairseq-fixed is not installed (make install)")
 
-from ssrp.augment import cli_translate  # noqa: E402
+from ssrp.translate import cli as cli_translate  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("bt_one_thread")
 
@@ -31,7 +31,7 @@ def test_translate_a_coco_directory(bt_models, tmp_path, capsys):
     write_sample(str(coco), SampleConfig(images=2, val_images=1, seed=0))
     out = tmp_path / "out" / "captions.jsonl"
     code = _run(["translate", "--coco", str(coco), "--models", bt_models, "--out", str(out), "--split", "train",
-                 "--chunk", "4", "--set", "length_ratio=100.0", "--pivots", "ru"])  # fmt: skip
+                 "--chunk", "4", "--set", "translate.length_ratio=100.0", "--pivots", "ru"])  # fmt: skip
     assert code == 0
     with open(coco / "annotations" / "captions_train2017.json") as fh:
         annotations = json.load(fh)["annotations"]
@@ -67,7 +67,7 @@ def test_translate_a_text_file_reports_bad_lines(bt_models, tmp_path, capsys):
 
 
 def test_untrusted_models_fail_with_the_digest_to_pin(bt_models, tmp_path, monkeypatch):
-    from ssrp.augment.translation_trust import UntrustedCheckpointError
+    from ssrp.translate.trust import UntrustedCheckpointError
 
     monkeypatch.setenv("SSRP_TRUST_KEY", str(tmp_path / "other.key"))
     src = tmp_path / "c.txt"

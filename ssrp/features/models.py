@@ -1,6 +1,10 @@
-"""The detector's on-disk format and its loader (local files only; loading never touches the network).
+"""The detector: where it comes from, its on-disk format and its loader (loading never touches the network).
 
-``MODELS/detector/`` holds::
+``ssrp models fetch features`` downloads, on a user's machine, the Hugging Face copy of the BUTD weights
+(``unc-nlp/frcnn-vg-finetuned``: airsplay's conversion of the Caffe model, the 36-box "alternative
+pretrained model") and the Visual Genome vocabularies of the BUTD release (``data/genome/1600-400-20``),
+checks their sha256, then converts the weights (ssrp.features.convert) into this layout of
+``MODELS/features/``::
 
     detector.safetensors     the state dict of ssrp.features.modeling.BUTDDetector (Caffe conventions)
     manifest.json            format, DetectorArch, source file + sha256, what the converter did,
@@ -8,13 +12,12 @@
     objects_vocab.txt        one object class per line (class i + 1 of the 1601-way classifier);
     attributes_vocab.txt     one attribute per line; "a,b" lines list synonyms, the first is the name
 
-The real weights get there through ``ssrp models fetch detector`` (download + convert); the tiny
-ones through ``build_tiny``; both are loaded by ``load_detector``.
+The tiny random-weight detector of ``ssrp models tiny`` (ssrp.features.tiny) takes the same path; both
+are loaded by ``load_detector``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -25,10 +28,15 @@ import torch
 from ssrp.features.config import DetectorArch
 from ssrp.features.modeling import BUTDDetector, build_detector
 from ssrp.features.proposals import caffe_anchor_table
+from ssrp.fileutil import atomic_file, sha256_file
+from ssrp.models.hub import ModelSource, RemoteFile
+from ssrp.models.manifest import read_manifest as read_json_manifest
+from ssrp.models.manifest import write_manifest as write_json_manifest
+from ssrp.models.registry import model_folder
 
 logger = logging.getLogger(__name__)
 
-DETECTOR_DIR = "detector"
+NAME = "features"  # the models folder and the `ssrp models fetch` name, like the stage
 WEIGHTS_FILE = "detector.safetensors"
 MANIFEST_FILE = "manifest.json"
 OBJECTS_VOCAB = "objects_vocab.txt"
@@ -36,6 +44,31 @@ ATTRIBUTES_VOCAB = "attributes_vocab.txt"
 MANIFEST_FORMAT = "ssrp-butd-detector"
 MANIFEST_VERSION = 1
 
+
+HF_CHECKPOINT = "pytorch_model.bin"
+_BUTD_RAW = "https://raw.githubusercontent.com/peteanderson80/bottom-up-attention/master/data/genome/1600-400-20"
+
+SOURCE = ModelSource(
+    name=NAME,
+    description="BUTD Faster R-CNN R101-C4 on Visual Genome (1600 objects, 400 attributes), converted to safetensors",
+    files=(
+        # sha256 as published in the Git LFS pointer of a byte-identical copy of this file (same path,
+        # 262,398,754 bytes; huggingface.co/spaces/WwYc/explain-LXMERT, commit cd7ade2).
+        RemoteFile("https://huggingface.co/unc-nlp/frcnn-vg-finetuned/resolve/main/pytorch_model.bin",
+                   HF_CHECKPOINT, "d3bf8ad74828a244a95d85e17a842cc0ac75419a53e4e81ee68386f192bb24c5"),
+        # sha256 of the files at peteanderson80/bottom-up-attention commit 514e561 (the last commit).
+        RemoteFile(f"{_BUTD_RAW}/{OBJECTS_VOCAB}", OBJECTS_VOCAB,
+                   "d985096938db111f585a311ff0a2ee9092fbc325c3a619ac9622e57e5389722f"),
+        RemoteFile(f"{_BUTD_RAW}/{ATTRIBUTES_VOCAB}", ATTRIBUTES_VOCAB,
+                   "19981b5a288f284c576545a21de78634f1a78c26b6949f7acf12b924739fdc66"),
+    ),
+    post_fetch="ssrp.features.convert:convert_fetched",
+    notes=(
+        "The detectron2 pickle faster_rcnn_from_caffe_attr.pkl (https://nlp1.cs.unc.edu/models/) holds the same "
+        "weights; convert it with `ssrp features convert --d2-pkl FILE --out MODELS/features "
+        "--allow-unverified-pickle` (no published checksum).",
+    ),
+)
 
 class WeightsError(RuntimeError):
     """A detector directory that cannot be loaded: missing files, wrong keys or shapes, bad checksum."""
@@ -57,10 +90,10 @@ class LoadedDetector:
 
 
 def detector_dir(models_dir: str) -> str:
-    """``models_dir/detector`` (or models_dir itself when it already is a detector directory)."""
+    """``models_dir/features`` (or models_dir itself when it already is a detector directory)."""
     if os.path.exists(os.path.join(models_dir, MANIFEST_FILE)):
         return models_dir
-    return os.path.join(models_dir, DETECTOR_DIR)
+    return model_folder(models_dir, NAME)
 
 
 def expected_shapes(arch: DetectorArch) -> dict[str, tuple[int, ...]]:
@@ -89,14 +122,11 @@ def save_detector(out_dir: str, state: dict[str, torch.Tensor], arch: DetectorAr
     """Write detector.safetensors and manifest.json (after checking every key and shape)."""
     from safetensors.torch import save_file
 
-    from ssrp.models.hub import sha256_of
-
     check_state_dict(state, arch, "the converted state dict")
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, WEIGHTS_FILE)
-    tmp = path + ".tmp"
-    save_file({k: v.detach().contiguous().cpu() for k, v in sorted(state.items())}, tmp)
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in sorted(state.items())}, tmp)
     manifest = {
         "format": MANIFEST_FORMAT,
         "format_version": MANIFEST_VERSION,
@@ -105,30 +135,21 @@ def save_detector(out_dir: str, state: dict[str, torch.Tensor], arch: DetectorAr
         "source": source,
         "conversion": conversion,
         "weights": WEIGHTS_FILE,
-        "weights_sha256": sha256_of(path),
+        "weights_sha256": sha256_file(path),
         "vocab": {"objects": OBJECTS_VOCAB, "attributes": ATTRIBUTES_VOCAB},
         "conventions": {"background_class": 0, "no_attribute": 0, "anchor_order": "caffe ratio-major",
                         "rpn_objectness": "one logit per anchor (sigmoid = Caffe fg softmax)"},
     }
-    with open(os.path.join(out_dir, MANIFEST_FILE), "w", encoding="utf-8") as fh:
-        json.dump(manifest, fh, indent=1, sort_keys=True)
+    write_json_manifest(os.path.join(out_dir, MANIFEST_FILE), manifest)
     logger.info("wrote %s (%s)", path, manifest["weights_sha256"][:12])
     return manifest
 
 
 def read_manifest(model_dir: str) -> dict:
-    path = os.path.join(model_dir, MANIFEST_FILE)
-    if not os.path.exists(path):
-        raise WeightsError(
-            f"{path} not found: run `ssrp models fetch detector --to MODELS` or `ssrp models tiny MODELS`, "
-            "or convert a checkpoint with `ssrp features convert`"
-        )
-    with open(path, encoding="utf-8") as fh:
-        manifest = json.load(fh)
-    if manifest.get("format") != MANIFEST_FORMAT or manifest.get("format_version") != MANIFEST_VERSION:
-        raise WeightsError(f"{path}: format {manifest.get('format')} v{manifest.get('format_version')} "
-                           f"is not {MANIFEST_FORMAT} v{MANIFEST_VERSION}")
-    return manifest
+    fix = ("run `ssrp models fetch features --to MODELS` or `ssrp models tiny MODELS`, or convert a checkpoint with "
+           "`ssrp features convert`")
+    return read_json_manifest(os.path.join(model_dir, MANIFEST_FILE), MANIFEST_FORMAT, WeightsError, fix,
+                              MANIFEST_VERSION)
 
 
 def read_vocab(path: str) -> list[str]:
@@ -140,10 +161,8 @@ def read_vocab(path: str) -> list[str]:
 
 
 def load_detector(models_dir: str, device: torch.device | str = "cpu", verify: bool = True) -> LoadedDetector:
-    """Load MODELS/detector: manifest -> architecture -> strict state dict -> vocabularies."""
+    """Load MODELS/features: manifest -> architecture -> strict state dict -> vocabularies."""
     from safetensors.torch import load_file
-
-    from ssrp.models.hub import sha256_of
 
     model_dir = detector_dir(models_dir)
     manifest = read_manifest(model_dir)
@@ -151,7 +170,7 @@ def load_detector(models_dir: str, device: torch.device | str = "cpu", verify: b
     path = os.path.join(model_dir, manifest.get("weights", WEIGHTS_FILE))
     if not os.path.exists(path):
         raise WeightsError(f"{path}: weights file missing")
-    if verify and sha256_of(path) != manifest.get("weights_sha256"):
+    if verify and sha256_file(path) != manifest.get("weights_sha256"):
         raise WeightsError(f"{path}: sha256 does not match manifest.json (corrupted or replaced); reconvert it")
     state = load_file(path, device=str(device))
     check_state_dict(state, arch, path)
