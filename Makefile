@@ -70,25 +70,27 @@ tiny-models: install
 models: install
 	$(SSRP) models fetch all --to $(MODELS)
 
-# The whole system on the embedded sample with the tiny models. The tiny translators are random, so
-# their paraphrases are noise; the demo lifts the length-ratio and <unk> filters so that every caption
-# still shows its three variants (a real run keeps the filters on).
+# The whole system on the embedded sample with the tiny models: a training corpus (train2017) and a held-out one
+# (val2017); pretraining on the first, evaluation on the second. The tiny translators are random, so their
+# paraphrases are noise; the demo lifts the length-ratio and <unk> filters so that every caption still shows its
+# three variants (a real run keeps the filters on).
+DEMO_TRANSLATE := --set translate.length_ratio=1e9 --set translate.drop_unk=False
 demo: install
 	rm -rf demo-out
-	$(SSRP) sample coco demo-out/coco --images 8 --seed 0
+	$(SSRP) sample coco demo-out/coco --images 8 --val-images 4 --seed 0
 	$(SSRP) models tiny demo-out/models > demo-out/models.json
 	touch demo-out/models/.complete
-	$(SSRP) build --coco demo-out/coco --models demo-out/models --out demo-out/corpus \
-	    --set translate.length_ratio=1e9 --set translate.drop_unk=False
+	$(SSRP) build --coco demo-out/coco --split train --models demo-out/models --out demo-out/corpus $(DEMO_TRANSLATE)
+	$(SSRP) build --coco demo-out/coco --split val --models demo-out/models --out demo-out/corpus-val $(DEMO_TRANSLATE)
 	$(SSRP) corpus verify demo-out/corpus
 	$(SSRP) corpus stats demo-out/corpus
 	$(SSRP) train stage1 --variant cross --corpus demo-out/corpus --out demo-out/run1 --bert demo-out/models/bert --preset tiny
 	$(SSRP) train stage2 --variant cross --corpus demo-out/corpus --out demo-out/run2 --init demo-out/run1/checkpoint.pt --preset tiny
-	$(SSRP) eval probe --ckpt demo-out/run2/checkpoint.pt --corpus demo-out/corpus --json demo-out/eval/probe.json
-	$(SSRP) show --ckpt demo-out/run2/checkpoint.pt --corpus demo-out/corpus --coco demo-out/coco --out demo-out/eval/figures
-	$(SSRP) retrieve --ckpt demo-out/run2/checkpoint.pt --corpus demo-out/corpus --coco demo-out/coco --out demo-out/eval/retrieval
-	$(SSRP) export --ckpt demo-out/run2/checkpoint.pt --stage1 demo-out/run1/checkpoint.pt --corpus demo-out/corpus --out demo-out/eval/features.h5
-	@echo "demo done: corpus in demo-out/corpus, runs in demo-out/run1 and run2, figures in demo-out/eval/"
+	$(SSRP) eval probe --ckpt demo-out/run2/checkpoint.pt --corpus demo-out/corpus-val --json demo-out/eval/probe.json
+	$(SSRP) show --ckpt demo-out/run2/checkpoint.pt --corpus demo-out/corpus-val --coco demo-out/coco --out demo-out/eval/figures
+	$(SSRP) retrieve --ckpt demo-out/run2/checkpoint.pt --corpus demo-out/corpus-val --coco demo-out/coco --out demo-out/eval/retrieval
+	$(SSRP) export --ckpt demo-out/run2/checkpoint.pt --stage1 demo-out/run1/checkpoint.pt --corpus demo-out/corpus-val --out demo-out/eval/features.h5
+	@echo "demo done: corpora in demo-out/corpus (train) and corpus-val (held out), runs in demo-out/run1 and run2, figures in demo-out/eval/"
 
 clean:
 	rm -rf demo-out bench/out .pytest_cache .ruff_cache

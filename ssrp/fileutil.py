@@ -165,3 +165,25 @@ def require_dir_path(path: str, what: str) -> None:
     """ValueError unless ``path`` is a directory or does not exist yet (an output folder to create)."""
     if os.path.exists(path) and not os.path.isdir(path):
         raise ValueError(f"{what} {path} is a file, not a directory: choose a folder for the output")
+
+
+@contextlib.contextmanager
+def silenced_output() -> Iterator[None]:
+    """Inside the block, whatever is written to this process's stdout and stderr is dropped, at the file
+    descriptor (C++ prints of fastBPE, Stanza's training scripts, Hydra's deprecation warnings alike). For
+    third-party calls that only chatter; their exceptions still propagate, and print after the block."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, devnull):
+            os.close(fd)

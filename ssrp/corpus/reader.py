@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 
 from ssrp.corpus.records import (
-    FORMAT_VERSION,
     IMAGE,
     INDEX,
     KINDS,
+    READABLE_VERSIONS,
     TEXT,
     ImageRecord,
     IndexRecord,
@@ -60,9 +60,10 @@ def load_manifest(root: str) -> dict:
         raise CorpusError(f"{path}: unreadable manifest: {err}") from err
     if manifest.get("format") != FORMAT_NAME:
         raise CorpusError(f"{path}: format {manifest.get('format')!r} is not {FORMAT_NAME!r}")
-    if manifest.get("format_version") != FORMAT_VERSION:
+    if manifest.get("format_version") not in READABLE_VERSIONS:
         raise CorpusError(
-            f"{path}: corpus format version {manifest.get('format_version')}, this ssrp reads version {FORMAT_VERSION}"
+            f"{path}: corpus format version {manifest.get('format_version')}, this ssrp reads versions "
+            f"{READABLE_VERSIONS}"
         )
     return manifest
 

@@ -25,7 +25,8 @@ import msgpack
 import numpy as np
 from isal.isal_zlib import crc32  # zlib's crc32, computed with carry-less multiplication (about 15x faster)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: index records carry the COCO split of their image
+READABLE_VERSIONS = (1, 2)  # version 1 records read with their new fields at the defaults
 MAGIC = b"SSRP"
 _PREFIX = struct.Struct("<4sHI")
 _ALIGN = 16
@@ -144,6 +145,7 @@ class IndexRecord:
     file_name: str = ""
     height: int = 0
     width: int = 0
+    split: str = ""  # the COCO split of the image (train, val); "" for images of no split (a folder)
 
     @property
     def key(self) -> str:
@@ -173,7 +175,7 @@ _ARRAYS: dict[str, dict[str, tuple[str, int]]] = {
 _SCALARS: dict[str, tuple[str, ...]] = {
     IMAGE: ("image_id", "view", "height", "width", "view_params", "file_name"),
     TEXT: ("caption_id", "image_id", "variant", "text", "pivot", "words", "upos", "deprels", "meta"),
-    INDEX: ("image_id", "file_name", "height", "width"),
+    INDEX: ("image_id", "file_name", "height", "width", "split"),
 }
 _CLASSES = {IMAGE: ImageRecord, TEXT: TextRecord, INDEX: IndexRecord}
 _TUPLE_FIELDS = ("words", "upos", "deprels")
@@ -217,7 +219,6 @@ def encode(record: Record) -> bytes:
 
 
 _HEAD = _PREFIX.size
-_EXPECTED_PREFIX = (MAGIC, FORMAT_VERSION)
 
 
 def decode_header(value: bytes | memoryview) -> tuple[dict, int]:
@@ -226,10 +227,10 @@ def decode_header(value: bytes | memoryview) -> tuple[dict, int]:
     if size < _HEAD:
         raise RecordError(f"value of {size} bytes is shorter than the record prefix")
     magic, version, header_len = _PREFIX.unpack_from(value)
-    if (magic, version) != _EXPECTED_PREFIX:
-        if magic != MAGIC:
-            raise RecordError(f"bad magic {bytes(magic)!r}: not an ssrp corpus record")
-        raise RecordError(f"record format version {version}, this ssrp reads version {FORMAT_VERSION}")
+    if magic != MAGIC:
+        raise RecordError(f"bad magic {bytes(magic)!r}: not an ssrp corpus record")
+    if version not in READABLE_VERSIONS:
+        raise RecordError(f"record format version {version}, this ssrp reads versions {READABLE_VERSIONS}")
     end = _HEAD + header_len
     if end > size:
         raise RecordError("record header runs past the end of the value (truncated)")

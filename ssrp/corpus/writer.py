@@ -298,12 +298,24 @@ class CorpusWriter:
             self.storage.write_if_changed(DEADLETTERS, "".join(json.dumps(d, sort_keys=True) + "\n" for d in dead))
             self.storage.write_if_changed(SUMMARY, json.dumps(summary, indent=1, sort_keys=True))
             extra["summary"] = summary
+            splits = _split_counts(reports)
+            if splits:
+                extra["splits"] = splits
         manifest = build_manifest(self.plan, infos, extra)
         self.storage.write_if_changed(MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
         orphans = self.storage.remove_orphans()
         if orphans:
             logger.info("removed %d temporary files left by failed attempts", orphans)
         return manifest
+
+
+def _split_counts(reports: list[Mapping[str, Any]]) -> dict[str, int]:
+    """Images of the index per COCO split (the index shards' reports carry them)."""
+    counts: dict[str, int] = {}
+    for report in reports:
+        for split, n in report.get("splits", {}).items():
+            counts[split] = counts.get(split, 0) + n
+    return dict(sorted(counts.items()))
 
 
 def summarize_reports(reports: list[Mapping[str, Any]]) -> tuple[dict, list[dict]]:

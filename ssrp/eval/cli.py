@@ -12,9 +12,12 @@ head for f_align. Settings: --set batch_size=64 --set rel_temperature=0.5 ... (s
 from __future__ import annotations
 
 import argparse
+import logging
 
 from ssrp.config import with_overrides
 from ssrp.eval.config import EvalConfig
+
+logger = logging.getLogger(__name__)
 
 
 def _common(p: argparse.ArgumentParser, select: bool = True) -> None:
@@ -25,8 +28,8 @@ def _common(p: argparse.ArgumentParser, select: bool = True) -> None:
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     p.add_argument("--batch-size", type=int, default=None, help="pairs per forward pass (default 32)")
     if select:
-        p.add_argument("--split", default="all", choices=("all", "train", "val"),
-                       help="only the corpus images of this COCO split (needs --coco); default all")
+        p.add_argument("--split", default=None, choices=("train", "val", "trainval"),
+                       help="only the corpus images of this COCO split (default: every image of the corpus)")
         p.add_argument("--max-images", type=int, default=None, help="only the first N selected images")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="A=V",
                    help="an evaluation setting, e.g. rel_temperature=0.5 (repeatable)")
@@ -89,7 +92,19 @@ def _model(args):
 def _images(model, args) -> list[int]:
     from ssrp.eval.select import select_images
 
-    return select_images(model.reader, args.split, args.coco, model.cfg.max_images)
+    ids = select_images(model.reader, args.split, args.coco, model.cfg.max_images)
+    args.not_held_out = _warn_if_trained_on(model, ids)
+    return ids
+
+
+def _warn_if_trained_on(model, ids: list[int]) -> str | None:
+    from ssrp.eval.select import training_overlap
+
+    leak = training_overlap(model.trained_on, model.reader, ids)
+    if leak:
+        logger.warning("NOT HELD OUT: %s; these figures measure training images, not generalisation. Build the "
+                       "held-out corpus with `ssrp build --split val` and evaluate on it.", leak)
+    return leak
 
 
 def _probe(args) -> int:
@@ -100,6 +115,7 @@ def _probe(args) -> int:
 
     model = _model(args)
     result = evaluate_probe(model, _images(model, args))
+    result["not_held_out"] = args.not_held_out  # None when no image evaluated was seen in training
     print(format_table(result))
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
@@ -113,6 +129,7 @@ def _show(args) -> int:
 
     model = _model(args)
     image = args.image if args.image is not None else model.reader.image_ids()[0]
+    _warn_if_trained_on(model, [image])
     for path in show_image(model, image, args.out, args.coco, args.caption):
         print(path)
     return 0

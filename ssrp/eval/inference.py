@@ -69,6 +69,7 @@ class ProbeModel:
         self.model: Stage2Model | None = None
         self.align: AlignHead | None = None
         self.records: CorpusRecords | None = None
+        self.trained_on: list[dict] = []  # the corpora the checkpoint was trained on (stage 1, then stage 2)
         self.device = torch.device("cpu")
 
     # ------------------------------------------------------------------------------------------
@@ -88,6 +89,7 @@ class ProbeModel:
         self.model = model.to(self.device).eval()
         self.align = self._load_align(cfg, ckpt["model"])
         self.train_cfg = cfg
+        self.trained_on = ckpt.get("corpora", [])
         self.records = CorpusRecords(self.corpus, cfg.data, cfg.model)
         logger.info("loaded SSRP-%s stage-2 model from %s (step %s) on %s%s", cfg.model.variant, self.ckpt_path,
                     ckpt.get("step"), self.device, "" if self.align is None else ", with g_align")

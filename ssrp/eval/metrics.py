@@ -1,8 +1,8 @@
 """Probe metrics (Hewitt & Manning, 2019) and the stability of relation matrices across views.
 
 * UUAS: the minimum spanning tree of the predicted distances against the gold tree, punctuation
-  (upos ``PUNCT``) left out of both. The MST and UUAS code is the trainer's (``ssrp.train.metrics``),
-  re-exported here so evaluation and training validation count edges the same way.
+  (upos ``PUNCT``) left out of both. The MST, UUAS and Spearman code is the trainer's (``ssrp.train.metrics``),
+  re-exported here so evaluation and training validation count the same way.
 * Spearman: for each sentence of length L and each of its words, the Spearman correlation between
   the word's predicted and gold distances to all L words; averaged per length, then over the lengths
   5-50 (``dev.spearmanr-5_50-mean`` of Hewitt's reporter).
@@ -12,87 +12,27 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 
 import numpy as np
 import torch
-from scipy.stats import rankdata
 
 from ssrp.train.heads import upper_triangle as heads_upper_triangle
-from ssrp.train.metrics import PUNCT_UPOS, mst_edges, non_punct, uuas, uuas_counts
+from ssrp.train.metrics import (
+    PUNCT_UPOS,
+    SpearmanByLength,
+    UUASCounter,
+    mst_edges,
+    non_punct,
+    spearman_rows,
+    uuas,
+    uuas_counts,
+)
 
 __all__ = [
     "PUNCT_UPOS", "mst_edges", "non_punct", "uuas", "uuas_counts",
     "UUASCounter", "SpearmanByLength", "spearman_rows", "gold_arcs", "upper_triangle", "stability",
 ]
-
-
-def spearman_rows(pred: np.ndarray, gold: np.ndarray) -> np.ndarray:
-    """Spearman correlation of each row of ``pred`` with the same row of ``gold`` (ties: average ranks).
-
-    Equals ``scipy.stats.spearmanr(pred[i], gold[i]).correlation`` row by row; a constant row gives NaN.
-    """
-    rp = rankdata(np.asarray(pred, np.float64), axis=1)
-    rg = rankdata(np.asarray(gold, np.float64), axis=1)
-    rp -= rp.mean(1, keepdims=True)
-    rg -= rg.mean(1, keepdims=True)
-    denom = np.sqrt((rp * rp).sum(1) * (rg * rg).sum(1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(denom > 0, (rp * rg).sum(1) / np.where(denom > 0, denom, 1.0), np.nan)
-
-
-class SpearmanByLength:
-    """Hewitt's distance Spearman: per-word correlations pooled by sentence length."""
-
-    def __init__(self) -> None:
-        self.by_length: dict[int, list[float]] = defaultdict(list)
-
-    def add(self, pred: np.ndarray, gold: np.ndarray) -> None:
-        n = gold.shape[0]
-        if n < 2:
-            return
-        self.by_length[n].extend(spearman_rows(pred[:n, :n], gold[:n, :n]).tolist())
-
-    def per_length(self) -> dict[int, float]:
-        """Mean correlation per sentence length (NaN rows, from constant predictions, left out)."""
-        out = {}
-        for n, values in sorted(self.by_length.items()):
-            v = np.asarray(values, np.float64)
-            v = v[~np.isnan(v)]
-            if len(v):
-                out[n] = float(v.mean())
-        return out
-
-    def mean(self, min_length: int = 5, max_length: int = 50) -> float:
-        """The mean over lengths in [min_length, max_length] of the per-length means (NaN if none)."""
-        vals = [v for n, v in self.per_length().items() if min_length <= n <= max_length]
-        return float(np.mean(vals)) if vals else float("nan")
-
-
-class UUASCounter:
-    """Corpus-level UUAS: gold edges recovered by the predicted MST, punctuation excluded."""
-
-    def __init__(self, exclude_upos: frozenset[str] = PUNCT_UPOS) -> None:
-        self.exclude = exclude_upos
-        self.correct = 0
-        self.total = 0
-        self.sentences = 0
-
-    def keep(self, upos: Sequence[str]) -> np.ndarray:
-        return np.array([u not in self.exclude for u in upos], dtype=bool)
-
-    def add(self, pred: np.ndarray, gold: np.ndarray, upos: Sequence[str]) -> tuple[int, int]:
-        n = gold.shape[0]
-        c, t = uuas_counts(pred[:n, :n], gold, self.keep(upos[:n]))
-        self.correct += c
-        self.total += t
-        self.sentences += 1
-        return c, t
-
-    @property
-    def value(self) -> float:
-        return self.correct / self.total if self.total else float("nan")
 
 
 def gold_arcs(heads: Sequence[int], n: int | None = None) -> set[tuple[int, int]]:

@@ -1,8 +1,9 @@
-"""Which images and captions an evaluation runs on.
+"""Which images and captions an evaluation runs on, and whether the model was trained on them.
 
-The corpus does not record the COCO split of an image. Held-out captions are either a corpus built from
-held-out images only (``ssrp build --split val``), or a trainval corpus restricted to the images of one
-split of a COCO root (``--split val --coco COCO_ROOT``, which reads annotations/captions_val2017.json).
+Each index record names its image's COCO split (corpus format 2), so ``--split val`` keeps the held-out
+images of a corpus. A corpus of format 1 (no split in its records) needs ``--coco COCO_ROOT``, whose
+annotations name the split's images. ``training_overlap`` compares the images evaluated with the corpora a
+checkpoint records it was trained on.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from ssrp.eval.inference import Pair
 
 logger = logging.getLogger(__name__)
 
-SPLITS = ("all", "train", "val")
+SPLITS = ("train", "val", "trainval")
+_PARTS = {"train": {"train"}, "val": {"val"}, "trainval": {"train", "val"}}
 
 
 def coco_split_ids(coco: str, split: str) -> set[int]:
@@ -27,21 +29,53 @@ def coco_split_ids(coco: str, split: str) -> set[int]:
         return {int(img["id"]) for img in json.load(fh)["images"]}
 
 
-def select_images(reader: CorpusReader, split: str = "all", coco: str | None = None, max_images: int = 0) -> list[int]:
-    """Sorted image ids of the corpus, restricted to a COCO split, the first ``max_images`` (0 = all)."""
-    if split not in SPLITS:
+def select_images(reader: CorpusReader, split: str | None = None, coco: str | None = None, max_images: int = 0
+                  ) -> list[int]:
+    """Sorted image ids of the corpus (``split``: only that COCO split's), the first ``max_images`` (0 = all)."""
+    if split is not None and split not in SPLITS:
         raise ValueError(f"split={split!r}: use one of {SPLITS}")
     ids = reader.image_ids()
-    if split != "all":
-        if not coco:
-            raise ValueError(f"--split {split} needs --coco COCO_ROOT (its annotations name the split's images)")
-        wanted = coco_split_ids(coco, split)
-        ids = [i for i in ids if i in wanted]
+    if split is not None:
+        ids = [i for i in ids if i in _split_ids(reader, ids, split, coco)]
     if max_images:
         ids = ids[:max_images]
     if not ids:
         raise ValueError(f"{reader.root}: no images selected (split={split}, max_images={max_images})")
     return ids
+
+
+def _split_ids(reader: CorpusReader, ids: list[int], split: str, coco: str | None) -> set[int]:
+    splits = {i: reader.index(i).split for i in ids}
+    if all(splits.values()):
+        return {i for i, s in splits.items() if s in _PARTS[split]}
+    if not coco:
+        raise ValueError(f"{reader.root} does not record its images' splits (corpus format 1): "
+                         f"--split {split} needs --coco COCO_ROOT, whose annotations name the split's images")
+    return set().union(*(coco_split_ids(coco, part) for part in _PARTS[split]))
+
+
+def training_overlap(trained_on: list[dict], reader: CorpusReader, image_ids: list[int]) -> str | None:
+    """Why the images evaluated are not held out (a sentence), or None when none was in training.
+
+    Exact when a training corpus is readable at its recorded path (image ids compared); otherwise by split
+    (an image of a split a training corpus held)."""
+    if not trained_on:
+        return "the checkpoint does not record its training corpus: it cannot be checked that these images are held out"
+    wanted = set(image_ids)
+    for corpus in trained_on:
+        path = corpus.get("path", "")
+        if os.path.exists(os.path.join(path, "manifest.json")):
+            with CorpusReader(path) as trained:
+                seen = wanted & set(trained.image_ids())
+            if seen:
+                return f"{len(seen)} of the {len(image_ids)} images evaluated are in the training corpus {path}"
+            continue
+        splits = {s for s, n in corpus.get("splits", {}).items() if s and n}
+        hit = [i for i in image_ids if reader.index(i).split in splits]
+        if hit:
+            return (f"{len(hit)} of the {len(image_ids)} images evaluated belong to split(s) {sorted(splits)}, which the "
+                    f"training corpus {path} held")
+    return None
 
 
 def image_views(reader: CorpusReader, image_id: int) -> list[str]:

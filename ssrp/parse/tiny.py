@@ -25,7 +25,7 @@ import tempfile
 from contextlib import contextmanager
 from importlib import resources
 
-from ssrp.fileutil import md5_file
+from ssrp.fileutil import md5_file, silenced_output
 from ssrp.models.registry import model_folder
 from ssrp.parse.models import LANG, NAME, STANZA_VERSION, PackageInfo, write_manifest
 from ssrp.parse.wordpiece import train_wordpiece
@@ -200,6 +200,7 @@ def build_tiny_parser(models_dir: str) -> dict:
         tempfile.TemporaryDirectory(prefix="ssrp-tiny-parser-") as work,
         logging_level_context("WARN", None),
         _one_torch_thread(),
+        silenced_output(),  # Stanza's training scripts log every step to the root logger
     ):
         vectors, pretrain = os.path.join(work, "vectors.txt"), os.path.join(work, "pretrain.pt")
         _write_vectors(vectors, words)

@@ -279,8 +279,8 @@ class FinishCorpus(beam.DoFn):
         writer = CorpusWriter(storage_for(self._cfg.out), self._plan)
         if INDEX in self._plan.num_shards:
             reports = [writer.report(s) or {} for s in self._plan.specs() if s.kind != INDEX]
-            groups, dead = index_items(_inputs(self._cfg).images, reports, self._plan)
-            index_report = index_reports(self._plan, dead)
+            groups, dead, splits = index_items(_inputs(self._cfg).images, reports, self._plan)
+            index_report = index_reports(self._plan, dead, splits)
             for spec in (s for s in self._plan.specs() if s.kind == INDEX):
                 if writer.committed(spec) is None:
                     writer.commit_shard(spec, groups[spec.shard_id], index_report[spec.shard_id])

@@ -54,8 +54,9 @@ def add_build_args(p: argparse.ArgumentParser, beam: bool = True, required: bool
     ``required=False`` for a command whose actions need neither output nor models)."""
     p.add_argument("--out", required=required, help="corpus directory to write (resumable; refuses another config)")
     p.add_argument("--models", required=required, help="models directory (ssrp models fetch / ssrp models tiny)")
-    p.add_argument("--split", choices=["train", "val", "trainval"], default="trainval",
-                   help="COCO splits to read (default trainval)")
+    p.add_argument("--split", choices=["train", "val", "trainval"], default="train",
+                   help="COCO split to read: train (default; the paper's 118,287 images and 591,753 captions), val "
+                        "(the held-out corpus to evaluate on), or trainval (both: then no image is held out)")
     p.add_argument("--runner", choices=RUNNERS, default="local", help="local loop (default) or a Beam runner")
     p.add_argument("--require-gpu", action="store_true", help="fail fast where workers have no CUDA device")
     p.add_argument("--max-images", type=int, default=None, help="only the first N images (debugging)")

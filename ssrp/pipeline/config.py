@@ -40,7 +40,7 @@ class BuildConfig:
     models: str  # models directory (what `ssrp models fetch` or `ssrp models tiny` wrote)
     source: str = "coco"  # what the input is: coco (an MSCOCO 2017 root) | images (a folder) | corpus (re-process one)
     input: str = ""  # its path (local, or gs:// / s3:// for coco)
-    split: str = "trainval"  # coco: the paper's 118k images are train (issue 17 changes this default)
+    split: str = "train"  # coco: train = the paper's 118,287 images / 591,753 captions; val = held out
     stages: tuple[str, ...] = STAGES
     max_images: int | None = None  # the first N images by id (debugging); None: all
     num_shards: dict[str, int] = field(default_factory=dict)  # per kind; missing kinds chosen from the size

@@ -35,7 +35,7 @@ class ImageInput:
     file_name: str
     height: int
     width: int
-    split: str
+    split: str  # the COCO split (train, val); "" for a folder of images
 
     @property
     def key(self) -> str:
@@ -123,7 +123,7 @@ def read_split(root: str, split: str, open_fn: Callable = open) -> tuple[list[Im
     return images, doc["annotations"], digest
 
 
-def read_coco(root: str, split: str = "trainval", open_fn: Callable = open, max_images: int | None = None
+def read_coco(root: str, split: str = "train", open_fn: Callable = open, max_images: int | None = None
               ) -> BuildInputs:
     """All image and caption inputs of a split choice, with annotation problems as dead letters."""
     if split not in SPLITS:
@@ -193,7 +193,7 @@ def read_image_dir(root: str, max_images: int | None = None) -> BuildInputs:
         raise FileNotFoundError(f"{root}: no image files ({', '.join(IMAGE_SUFFIXES)})")
     stems = [os.path.splitext(n)[0] for n in names]
     numeric = all(s.isdigit() for s in stems)
-    images = [ImageInput(int(s) if numeric else i, join(root, n), n, 0, 0, "images")
+    images = [ImageInput(int(s) if numeric else i, join(root, n), n, 0, 0, "")
               for i, (n, s) in enumerate(zip(names, stems, strict=True))]
     if len({img.image_id for img in images}) != len(images):
         raise ValueError(f"{root}: two files have the same numeric id; rename them")
@@ -214,7 +214,7 @@ def read_corpus(root: str, max_images: int | None = None) -> BuildInputs:
             _, cid, variant = parse_key(key)
             variants.setdefault(cid, []).append(variant)
         for _, rec in reader.items(INDEX):
-            images.append(ImageInput(rec.image_id, "", rec.file_name, rec.height, rec.width, "corpus"))
+            images.append(ImageInput(rec.image_id, "", rec.file_name, rec.height, rec.width, rec.split))
         images = _first(images, max_images)
         for img in images:
             for cid in reader.index(img.image_id).caption_ids:
@@ -229,7 +229,7 @@ def read_corpus(root: str, max_images: int | None = None) -> BuildInputs:
     return BuildInputs(images, captions, [], "corpus", root, {"config_hash": digest, "shards": shards})
 
 
-def read_inputs(source: str, path: str, split: str = "trainval", open_fn: Callable = open,
+def read_inputs(source: str, path: str, split: str = "train", open_fn: Callable = open,
                 max_images: int | None = None) -> BuildInputs:
     """The inputs of a build from one of ``SOURCES``."""
     if source == "coco":

@@ -75,8 +75,8 @@ def _run_local(cfg: BuildConfig, stages: BuildStages, progress: bool, open_fn: C
 
 def _index_shards(writer: CorpusWriter, plan, images: Sequence[ImageInput]) -> None:
     reports = [writer.report(s) or {} for s in plan.specs() if s.kind != INDEX]
-    groups, dead = index_items(images, reports, plan)
-    index_report = index_reports(plan, dead)
+    groups, dead, splits = index_items(images, reports, plan)
+    index_report = index_reports(plan, dead, splits)
     for spec in specs_of(plan, INDEX):
         if writer.committed(spec) is None:
             writer.commit_shard(spec, groups[spec.shard_id], index_report[spec.shard_id])

@@ -111,10 +111,11 @@ def text_report(results: Sequence, read_dead: Sequence[DeadLetter]) -> dict:
 
 
 def index_items(images: Iterable[ImageInput], reports: Iterable[dict], plan: CorpusPlan
-                ) -> tuple[dict[int, list], list[DeadLetter]]:
-    """Index records (image -> written captions) by shard, for images with image records and captions, and
-    dead letters for what was written but cannot be reached from the index: captions whose image has no
-    image record, images none of whose captions was written (they count as not written in the summary)."""
+                ) -> tuple[dict[int, list], list[DeadLetter], dict[str, int]]:
+    """Index records (image -> written captions, the image's decoded size and its COCO split) by shard, for
+    images with image records and captions, and dead letters for what was written but cannot be reached from
+    the index: captions whose image has no image record, images none of whose captions was written (they
+    count as not written in the summary). The third value counts the indexed images per split."""
     written_images: set[int] = set()
     sizes: dict[int, tuple[int, int]] = {}
     captions: dict[int, list[int]] = {}
@@ -127,13 +128,15 @@ def index_items(images: Iterable[ImageInput], reports: Iterable[dict], plan: Cor
                 captions.setdefault(iid, []).append(cid)
     n = plan.num_shards[INDEX]
     groups: dict[int, list] = {i: [] for i in range(n)}
+    splits: dict[str, int] = {}
     for img in images:
         if img.image_id in written_images and captions.get(img.image_id):
+            splits[img.split] = splits.get(img.split, 0) + 1
             height, width = sizes.get(img.image_id, (img.height, img.width))
             rec = IndexRecord(image_id=img.image_id, caption_ids=np.array(sorted(captions[img.image_id]), np.int64),
-                              file_name=img.file_name, height=height, width=width)
+                              file_name=img.file_name, height=height, width=width, split=img.split)
             groups[stable_shard(rec.key, n)].append((rec.key, encode(rec)))
-    return groups, unreachable(written_images, captions)
+    return groups, unreachable(written_images, captions), dict(sorted(splits.items()))
 
 
 def unreachable(written_images: set[int], captions: dict[int, list[int]]) -> list[DeadLetter]:
@@ -144,9 +147,10 @@ def unreachable(written_images: set[int], captions: dict[int, list[int]]) -> lis
     return sorted(dead, key=lambda d: d.key)
 
 
-def index_reports(plan: CorpusPlan, dead: list[DeadLetter]) -> dict[int, dict]:
-    """The index shards' reports: the unreachable records go with shard 0."""
-    return {i: {"inputs": {}, "dead_letters": [d.__dict__ for d in dead] if i == 0 else []}
+def index_reports(plan: CorpusPlan, dead: list[DeadLetter], splits: dict[str, int]) -> dict[int, dict]:
+    """The index shards' reports: the unreachable records and the images per split go with shard 0."""
+    return {i: {"inputs": {}, "dead_letters": [d.__dict__ for d in dead] if i == 0 else [],
+                **({"splits": splits} if i == 0 else {})}
             for i in range(plan.num_shards[INDEX])}
 
 

@@ -11,8 +11,12 @@ Everything after ``--`` goes to Beam's PipelineOptions unchanged. See docs/pipel
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
+import sys
+import tempfile
 from collections.abc import Sequence
 
 from ssrp.corpus import INDEX, CorpusWriter
@@ -21,6 +25,7 @@ from ssrp.pipeline.inputs import read_inputs
 from ssrp.pipeline.local import run_local
 from ssrp.pipeline.lock import build_lock
 from ssrp.pipeline.plan import make_plan
+from ssrp.pipeline.progress import ShardProgress
 from ssrp.pipeline.settings import with_trusted_translation_digests
 from ssrp.pipeline.stages import BuildStages
 
@@ -32,14 +37,18 @@ _BEAM_RUNNERS = {"dataflow": "DataflowRunner", "flink": "FlinkRunner", "spark": 
 
 def pipeline_options_for(runner: str, beam_args: Sequence[str], require_gpu: bool):
     """PipelineOptions for a runner, validated before anything is launched."""
-    from apache_beam.options.pipeline_options import PipelineOptions
+    with _quiet_root_logger():  # Beam's GCP modules warn on the root logger that apitools is missing
+        from apache_beam.options.pipeline_options import PipelineOptions
 
     args = list(beam_args)
     if runner == "direct":
-        # Beam's local runner without Prism (which downloads a binary): FnApiRunner, several processes
+        # Beam's local runner without Prism (which downloads a binary): FnApiRunner, several processes; their
+        # harness logs only from errors up (progress comes from ShardProgress; pass the option to see them)
         args = ["--direct_running_mode=multi_processing", *args]
         if not any(a.startswith("--direct_num_workers") for a in args):
             args.append("--direct_num_workers=2")
+        if not any(a.startswith("--default_sdk_harness_log_level") for a in args):
+            args.append("--default_sdk_harness_log_level=ERROR")
     elif runner in _BEAM_RUNNERS:
         args = [f"--runner={_BEAM_RUNNERS[runner]}", *args]
     options = PipelineOptions(args)
@@ -78,7 +87,7 @@ def run_build(cfg: BuildConfig, runner: str = "local", beam_args: Sequence[str] 
         check_local_gpu(runner)
     if runner == "local":
         return run_local(cfg, stages=stages_cls(cfg) if stages_cls else None, progress=progress)
-    return run_beam(cfg, runner, beam_args, require_gpu, stages_cls)
+    return run_beam(cfg, runner, beam_args, require_gpu, stages_cls, progress=progress)
 
 
 # runners whose workers run on this machine: --require-gpu is checked here, before anything starts
@@ -93,17 +102,19 @@ def check_local_gpu(runner: str) -> None:
 
 
 def run_beam(cfg: BuildConfig, runner: str, beam_args: Sequence[str] = (), require_gpu: bool = False,
-             stages_cls=None, test_runner=None) -> dict:
-    """Run the build on a Beam runner; the driver holds the output's lock (local outputs) throughout."""
+             stages_cls=None, test_runner=None, progress: bool = True) -> dict:
+    """Run the build on a Beam runner; the driver holds the output's lock (local outputs) throughout and shows
+    the shards committed as the workers commit them."""
     with build_lock(cfg.out):
-        return _run_beam(cfg, runner, beam_args, require_gpu, stages_cls, test_runner)
+        return _run_beam(cfg, runner, beam_args, require_gpu, stages_cls, test_runner, progress)
 
 
 def _run_beam(cfg: BuildConfig, runner: str, beam_args: Sequence[str], require_gpu: bool, stages_cls,
-              test_runner) -> dict:
-    import apache_beam as beam  # the Beam SDK is heavy; the local runner never imports it
+              test_runner, progress: bool) -> dict:
+    with _quiet_root_logger():  # Beam's GCP modules warn on the root logger that apitools is missing
+        import apache_beam as beam  # the Beam SDK is heavy; the local runner never imports it
 
-    from ssrp.pipeline.beam import beam_open, build_pipeline, storage_for  # imports Beam
+        from ssrp.pipeline.beam import beam_open, build_pipeline, storage_for  # imports Beam
 
     stages_cls = stages_cls or BuildStages
     options = pipeline_options_for(runner, beam_args, require_gpu)
@@ -119,9 +130,46 @@ def _run_beam(cfg: BuildConfig, runner: str, beam_args: Sequence[str], require_g
     if committed:
         logger.info("resuming: %d shards already committed are kept", len(committed))
     pipeline_runner = test_runner or _local_runner(runner)
-    with beam.Pipeline(runner=pipeline_runner, options=options) as p:
+    pending = [s for s in plan.specs() if s.kind != INDEX and (s.kind, s.shard_id) not in committed]
+    with _harness_logs(runner == "direct" and progress) as terminal, \
+            ShardProgress(writer, pending, enabled=progress, file=terminal), \
+            beam.Pipeline(runner=pipeline_runner, options=options) as p:
         build_pipeline(p, cfg, plan, committed, require_gpu=require_gpu, stages_cls=stages_cls)
     return json.loads(writer.storage.read_text("manifest.json"))
+
+
+@contextlib.contextmanager
+def _harness_logs(divert: bool):
+    """Beam's local worker processes log their start-up and harness chatter to stderr: with ``divert``, this
+    process's stderr (which they inherit) goes to a log file for the run, and the progress bar to the terminal
+    (yielded). The file's path is logged; on an error, its tail is the place to look."""
+    if not divert:
+        yield sys.stderr
+        return
+    log = tempfile.NamedTemporaryFile("w", prefix="ssrp-beam-", suffix=".log", delete=False)
+    logger.info("Beam's worker logs: %s", log.name)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    os.dup2(log.fileno(), 2)
+    terminal = os.fdopen(os.dup(saved), "w", buffering=1)
+    try:
+        yield terminal
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        terminal.close()
+        log.close()
+
+
+@contextlib.contextmanager
+def _quiet_root_logger():
+    old = logging.root.level
+    logging.root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logging.root.setLevel(old)
 
 
 def _local_runner(runner: str):

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from ssrp.config import config_identity, diff_keys, from_dict, to_dict
+from ssrp.corpus import load_manifest
 from ssrp.fileutil import atomic_file
 from ssrp.train.config import ModelConfig, TrainConfig
 from ssrp.train.run import Run
@@ -82,6 +83,23 @@ def _feed(h, value: Any) -> None:
         h.update(f"V{value!r}".encode())
 
 
+def corpus_identity(root: str) -> dict:
+    """What a checkpoint records of a corpus it was trained on: where it was, its config hash, the fingerprint
+    of its inputs and its images per split (evaluation warns on images a model was trained on)."""
+    manifest = load_manifest(root)
+    splits = manifest.get("splits") or {manifest.get("config", {}).get("split", ""): manifest["kinds"].get(
+        "index", {}).get("records", 0)}
+    return {"path": os.path.abspath(root), "config_hash": manifest.get("config_hash"),
+            "inputs": manifest.get("inputs", {}), "splits": splits}
+
+
+def trained_corpora(init: dict | None, corpus: str) -> list[dict]:
+    """The corpora a run's model has seen: those of its --init checkpoint, then this run's."""
+    seen = list(init.get("corpora", [])) if init else []
+    mine = corpus_identity(corpus)
+    return seen if mine in seen else [*seen, mine]
+
+
 def non_finite_tensors(state: dict[str, torch.Tensor]) -> list[str]:
     """Names of floating-point tensors with a NaN or an infinity."""
     return [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
@@ -122,6 +140,8 @@ def save_checkpoint(run: Run, path: str, pos: Position) -> None:
         "epoch": pos.epoch,
         "batch": pos.batch,
         "model": model_state,
+        "corpora": run.corpora,
+        "best": run.best,
         "optimizer": run.optimizer.state_dict(),
         "scheduler": run.scheduler.state_dict(),
         "rng": {
@@ -146,4 +166,5 @@ def restore(run: Run, ckpt: dict) -> Position:
         torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
     if run.cfg.stage == "stage2":
         run.model.freeze_encoder()
+    run.best = dict(ckpt.get("best", {}))
     return Position(ckpt["step"], ckpt["epoch"], ckpt["batch"])

@@ -43,6 +43,10 @@ def register(sub) -> None:
             metavar="A.B=V",
             help="override a setting, e.g. optim.lr=5e-5 or data.num_workers=8 (repeatable)",
         )
+        s.add_argument("--val-corpus", metavar="DIR",
+                       help="a held-out corpus (ssrp build --split val) validated during training: "
+                            + ("loss, MLM and ITM accuracy" if stage == "stage1" else "UUAS and Spearman")
+                            + "; the best model is kept as OUT/best.pt (--set best_metric=..., val_every=...)")
         s.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt if it exists")
         s.set_defaults(func=_train)
 
@@ -57,7 +61,8 @@ def _train(args) -> int:
     cfg = make_config(args.train_stage, args.variant, args.preset, args.overrides)
     try:
         summary = train(
-            cfg, args.corpus, args.out, bert=args.bert, init=getattr(args, "init", None), resume=args.resume
+            cfg, args.corpus, args.out, bert=args.bert, init=getattr(args, "init", None), resume=args.resume,
+            val_corpus=args.val_corpus,
         )
     finally:
         if dist.is_initialized():

@@ -142,7 +142,8 @@ class OptimConfig:
 class TrainConfig:
     # may change when a run resumes: settings of logging, checks and speed (config_identity leaves them out)
     RUNTIME: ClassVar[frozenset[str]] = frozenset(
-        {"log_every", "ckpt_every", "tensorboard", "progress", "compile", "check_finite"}
+        {"log_every", "ckpt_every", "tensorboard", "progress", "compile", "check_finite", "val_every", "val_pairs",
+         "best_metric"}
     )
     stage: str = "stage1"
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -158,12 +159,24 @@ class TrainConfig:
     progress: bool = True  # tqdm bar on rank 0
     compile: bool = False  # torch.compile the encoder (GPU; compile time in the first steps; docs/training.md)
     check_finite: bool = True  # stop at the first step whose loss is not finite (one device sync per step)
+    # validation on --val-corpus (held-out images): every val_every steps, or 0 = at each epoch's end and the end
+    val_every: int = 0
+    val_pairs: int = 2000  # held-out pairs validated (the first ones, fixed masks)
+    best_metric: str = ""  # the validation metric that picks best.pt; "" = loss (stage 1), uuas (stage 2)
 
     def __post_init__(self) -> None:
         _require(self.stage in STAGES, f"stage={self.stage!r}: use one of {STAGES}")
         _require(self.precision in ("auto", "bf16", "fp32"), f"precision={self.precision!r}: use auto, bf16 or fp32")
         _require(self.log_every >= 1, f"log_every={self.log_every} must be >= 1")
         _require(self.ckpt_every >= 0, f"ckpt_every={self.ckpt_every} must be >= 0")
+        _require(self.val_every >= 0 and self.val_pairs >= 1, "val_every must be >= 0 and val_pairs >= 1")
+        metrics = STAGE1_METRICS if self.stage == "stage1" else STAGE2_METRICS
+        _require(not self.best_metric or self.best_metric in metrics,
+                 f"best_metric={self.best_metric!r}: use one of {metrics} for {self.stage}")
+
+
+STAGE1_METRICS = ("loss", "mlm", "obj", "feat", "match", "mlm_acc", "itm_acc")
+STAGE2_METRICS = ("uuas", "spearman", "probe")
 
 
 def _stage_defaults(stage: str) -> OptimConfig:

@@ -88,6 +88,16 @@ class Stage1Model(nn.Module):
             module.apply(init_weights)
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, LossTerm]:
+        out = self.outputs(batch)
+        return {
+            "mlm": masked_lm_terms(out["mlm_logits"], out["mlm_labels"], out["mlm_weight"]),
+            "obj": masked_lm_terms(out["obj_logits"], out["obj_labels"], out["obj_weight"]),
+            "feat": feature_regression_terms(out["feat_pred"], out["feat_target"], out["obj_weight"]),
+            "match": matching_terms(out["match_logit"], batch["matched"]),
+        }
+
+    def outputs(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The heads' predictions on the masked rows and their targets (losses and validation read these)."""
         text, objects = self.encoder(
             batch["input_ids"], batch["text_mask"], batch["features"], batch["boxes"], batch["object_mask"]
         )
@@ -96,15 +106,18 @@ class Stage1Model(nn.Module):
         obj_labels = torch.where(matched[:, None] > 0, batch["obj_labels"], -1)
         idx, w = _rows(mlm_labels)
         hidden = self.mlm_transform(text.reshape(-1, text.shape[-1])[idx])
-        logits = F.linear(hidden, self.encoder.text_embeddings.word.weight, self.mlm_bias)
         oidx, ow = _rows(obj_labels)
         o = self.obj_transform(objects.reshape(-1, objects.shape[-1])[oidx])
-        feat_target = batch["feat_targets"].reshape(-1, batch["feat_targets"].shape[-1])[oidx]
         return {
-            "mlm": masked_lm_terms(logits, mlm_labels.reshape(-1)[idx], w),
-            "obj": masked_lm_terms(self.obj_label(o), obj_labels.reshape(-1)[oidx], ow),
-            "feat": feature_regression_terms(self.obj_feature(o), feat_target, ow),
-            "match": matching_terms(self.align(text, objects, batch["object_mask"]), matched),
+            "mlm_logits": F.linear(hidden, self.encoder.text_embeddings.word.weight, self.mlm_bias),
+            "mlm_labels": mlm_labels.reshape(-1)[idx],
+            "mlm_weight": w,
+            "obj_logits": self.obj_label(o),
+            "obj_labels": obj_labels.reshape(-1)[oidx],
+            "obj_weight": ow,
+            "feat_pred": self.obj_feature(o),
+            "feat_target": batch["feat_targets"].reshape(-1, batch["feat_targets"].shape[-1])[oidx],
+            "match_logit": self.align(text, objects, batch["object_mask"]),
         }
 
 

@@ -26,11 +26,12 @@ from collections.abc import Callable
 import numpy as np
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
 from ssrp.config import to_dict
 from ssrp.corpus import CorpusReader
 from ssrp.fileutil import atomic_write_text, require_dir_path
-from ssrp.train.checkpoint import CHECKPOINT, Position, load_checkpoint, restore, save_checkpoint
+from ssrp.train.checkpoint import CHECKPOINT, Position, load_checkpoint, restore, save_checkpoint, trained_corpora
 from ssrp.train.config import TrainConfig, global_to_local_batch
 from ssrp.train.data import (
     BucketBatchSampler,
@@ -46,10 +47,12 @@ from ssrp.train.data import (
 from ssrp.train.distributed import DistInfo, all_reduce_sum, barrier, init_distributed
 from ssrp.train.run import Run, use_bf16
 from ssrp.train.steps import build_run, loss_weights, resolve_config, to_device, train_step
+from ssrp.train.validate import Validator, better, default_metric
 
 logger = logging.getLogger(__name__)
 
 METRICS = "metrics.jsonl"
+BEST = "best.pt"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -81,6 +84,16 @@ class MetricsSink:
             for key in ("loss", "lr", "samples_per_s", *record["losses"]):
                 value = record[key] if key in record else record["losses"][key]
                 self.tb.add_scalar(f"train/{key}", value, record["step"])
+
+    def write_val(self, record: dict) -> None:
+        """A validation: one JSON line (``val``: metric -> value, ``best``) and ``val/<metric>`` scalars."""
+        if not self.active:
+            return
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record, sort_keys=True) + "\n")
+        if self.tb is not None:
+            for key, value in record["val"].items():
+                self.tb.add_scalar(f"val/{key}", value, record["step"])
 
     def close(self) -> None:
         if self.tb is not None:
@@ -156,8 +169,10 @@ def train(
     resume: bool = False,
     stop_after: int | None = None,
     info: DistInfo | None = None,
+    val_corpus: str | None = None,
 ) -> dict:
-    """Run (or resume) one stage; returns a summary.
+    """Run (or resume) one stage; returns a summary. ``val_corpus``: held-out corpus validated during training
+    (metrics in the log, metrics.jsonl and TensorBoard; the best model also saved as best.pt).
 
     ``stop_after`` stops after that many steps without writing a checkpoint, as if the process had been
     killed there (the resume tests use it).
@@ -174,6 +189,10 @@ def train(
     total = cfg.optim.max_steps or cfg.optim.epochs * per_epoch
     resuming = resume and os.path.exists(ckpt_path)
     run = build_run(cfg, info, total, bert=None if resuming else bert, init=init)
+    run.corpora = trained_corpora(load_checkpoint(init) if init else None, corpus)
+    if cfg.stage == "stage1" and not bert and not resuming:
+        logger.warning("stage 1 without --bert: the text encoder starts from random weights (the paper initialises "
+                       "it from BERT-base: --bert MODELS/bert)")
     pos = Position()
     if resuming:
         pos = restore(run, load_checkpoint(ckpt_path))
@@ -197,16 +216,16 @@ def train(
         "bf16 autocast" if use_bf16(cfg, info) else "fp32",
     )
     sink = MetricsSink(out, cfg, info)
+    validate = _validation(run, val_corpus, sink, os.path.join(out, BEST)) if val_corpus else None
     try:
-        last = run_loop(run, sampler, loader, pos, sink, ckpt_path, stop_after)
+        last = run_loop(run, sampler, loader, pos, sink, ckpt_path, stop_after, validate)
     finally:
         sink.close()
-    return {"out": out, "checkpoint": ckpt_path, "steps": total, "last": last}
+    return {"out": out, "checkpoint": ckpt_path, "steps": total, "last": last, "best": run.best}
 
 
-def run_loop(run, sampler, loader, pos: Position, sink: MetricsSink, ckpt_path: str, stop_after: int | None) -> dict:
-    from tqdm import tqdm
-
+def run_loop(run, sampler, loader, pos: Position, sink: MetricsSink, ckpt_path: str, stop_after: int | None,
+             validate: Callable[[Position], None] | None = None) -> dict:
     cfg, info = run.cfg, run.info
     bar = tqdm(total=run.total_steps, initial=pos.step, disable=not (cfg.progress and info.is_main), unit="step")
     save = _saver(run, ckpt_path, info)
@@ -226,6 +245,8 @@ def run_loop(run, sampler, loader, pos: Position, sink: MetricsSink, ckpt_path: 
             if stop_after is not None and pos.step >= stop_after:
                 bar.close()
                 return last
+            if validate and cfg.val_every and pos.step % cfg.val_every == 0:
+                validate(pos)
             if cfg.ckpt_every and pos.step % cfg.ckpt_every == 0:
                 save(pos)
             if pos.step >= run.total_steps:
@@ -233,9 +254,34 @@ def run_loop(run, sampler, loader, pos: Position, sink: MetricsSink, ckpt_path: 
             timer.start()
         else:
             pos.epoch, pos.batch = pos.epoch + 1, 0
+        if validate and (not cfg.val_every or pos.step >= run.total_steps and pos.step % cfg.val_every):
+            validate(pos)
         save(pos)
     bar.close()
     return last
+
+
+def _validation(run: Run, val_corpus: str, sink: MetricsSink, best_path: str) -> Callable[[Position], None]:
+    """validate(pos): rank 0 validates on the held-out corpus, logs, and saves best.pt when the metric improves;
+    the other ranks wait."""
+    validator = Validator(run.cfg, val_corpus) if run.info.is_main else None
+    metric = run.cfg.best_metric or default_metric(run.cfg.stage)
+
+    def validate(pos: Position) -> None:
+        if validator is not None:
+            values = validator(run)
+            value = values.get(metric, float("nan"))
+            improved = better(metric, value, run.best.get("value"))
+            if improved:
+                run.best = {"metric": metric, "value": value, "step": pos.step}
+                save_checkpoint(run, best_path, pos)
+            sink.write_val({"step": pos.step, "epoch": pos.epoch, "val": values, "best": run.best})
+            logger.info("validation at step %d: %s%s", pos.step,
+                        " ".join(f"{k} {v:.4f}" for k, v in sorted(values.items())),
+                        f" (best {metric}: saved {BEST})" if improved else "")
+        barrier(run.info)
+
+    return validate
 
 
 def _saver(run: Run, path: str, info: DistInfo) -> Callable[[Position], None]:

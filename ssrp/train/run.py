@@ -4,7 +4,7 @@ checkpoint work on)."""
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -22,6 +22,8 @@ class Run:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     total_steps: int
+    corpora: list[dict] = field(default_factory=list)  # what the model was trained on (checkpoint.corpus_identity)
+    best: dict = field(default_factory=dict)  # the best validation so far: metric, value, step
 
     def autocast(self) -> AbstractContextManager:
         if use_bf16(self.cfg, self.info):

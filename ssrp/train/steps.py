@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from functools import partial
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ssrp.corpus import CorpusReader
+from ssrp.corpus import CorpusReader, load_manifest
+from ssrp.fileutil import sha256_file
 from ssrp.train.bert import bert_data_config, bert_model_config, load_bert
 from ssrp.train.checkpoint import load_checkpoint, model_config_of
 from ssrp.train.config import ModelConfig, TrainConfig
@@ -61,6 +63,8 @@ def resolve_config(cfg: TrainConfig, corpus: str | None, bert: str | None, init:
         old_data = ckpt["config"]["data"]
         data = dataclasses.replace(data, **{k: old_data[k] for k in ("pad_id", "mask_id", "random_token_min")})
     elif bert:
+        if corpus:
+            check_vocabulary(bert, corpus)
         model, data = bert_model_config(model, bert), bert_data_config(data, bert)
     if model.feature_dim == 0:
         if corpus is None:
@@ -71,6 +75,24 @@ def resolve_config(cfg: TrainConfig, corpus: str | None, bert: str | None, init:
     cfg = dataclasses.replace(cfg, model=model, data=data)
     check_sizes(cfg)
     return cfg
+
+
+def check_vocabulary(bert: str, corpus: str) -> None:
+    """Refuse a BERT whose vocabulary is not the one the corpus's captions were tokenised with: every token id
+    would mean another word."""
+    expected = corpus_vocab_sha256(load_manifest(corpus))
+    path = os.path.join(bert, "vocab.txt")
+    if expected and os.path.exists(path) and sha256_file(path) != expected:
+        raise ValueError(
+            f"--bert {bert}: its vocab.txt (sha256 {sha256_file(path)}) is not the vocabulary {corpus} was tokenised "
+            f"with (sha256 {expected}, the manifest's models.parse.vocab_sha256); use that BERT, or parse the corpus "
+            "again with this one (ssrp parse --corpus)"
+        )
+
+
+def corpus_vocab_sha256(manifest: dict) -> str | None:
+    models = manifest.get("models", {})
+    return (models.get("parse") or models.get("parser") or {}).get("vocab_sha256")
 
 
 def check_sizes(cfg: TrainConfig) -> None:

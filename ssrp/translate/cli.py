@@ -41,8 +41,8 @@ def register(sub) -> None:
         "--captions", metavar="FILE", help="a COCO captions .json, a .jsonl of {caption_id, image_id, caption}, "
         "or a text file with one caption per line (caption_id = line number)"
     )  # fmt: skip
-    p.add_argument("--split", choices=("train", "val", "trainval"), default="trainval",
-                   help="COCO split(s) (default trainval)")
+    p.add_argument("--split", choices=("train", "val", "trainval"), default="train",
+                   help="COCO split(s) (default train)")
     p.add_argument("--models", required=True, metavar="DIR", help="models directory holding translate/")
     p.add_argument("--out", required=True, metavar="FILE", help="output .jsonl")
     p.add_argument("--pivots", nargs="+", default=None, metavar="LANG", help="pivot languages (default: de ru)")

@@ -21,10 +21,11 @@ import logging
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ssrp.fileutil import sha256_file
+from ssrp.fileutil import sha256_file, silenced_output
 from ssrp.models.hub import Fetched, ModelSource, RemoteFile, UntrustedFileError, safe_extract
 from ssrp.models.registry import model_folder
 from ssrp.models.trust import CHECKSUMS_FILE, record_checksums
@@ -173,10 +174,16 @@ def model_digests(models_dir: str) -> dict[str, str]:
 
 
 def require_fairseq() -> None:
-    """ModuleNotFoundError with the install hint when fairseq or fastBPE is missing."""
+    """Import fairseq (once per process, without its import-time deprecation warnings); ModuleNotFoundError with
+    the install hint when fairseq or fastBPE is missing."""
     try:
-        import fairseq  # noqa: F401
-        import fastBPE  # noqa: F401
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script, used by fairseq at import
+            warnings.simplefilter("ignore", UserWarning)
+            import fairseq  # noqa: F401
+            import fairseq.models.transformer  # noqa: F401
+            import fairseq.sequence_generator  # noqa: F401
+            import fastBPE  # noqa: F401
     except ModuleNotFoundError as err:
         raise ModuleNotFoundError(
             f"back-translation needs fairseq-fixed and fastBPE ({err}); install them with `make install`, i.e. "
@@ -201,7 +208,7 @@ def load_hub(models_dir: str, direction: str, *, trusted_sha256: tuple[str, ...]
     require_fairseq()
     from fairseq.models.transformer import TransformerModel
 
-    with trust.full_unpickle_allowed(verified):
+    with trust.full_unpickle_allowed(verified), silenced_output():  # fastBPE's and Hydra's chatter
         hub = TransformerModel.from_pretrained(
             folder,
             checkpoint_file="model.pt",

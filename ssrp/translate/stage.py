@@ -134,9 +134,8 @@ class BackTranslator:
     # Loading.
 
     def load(self) -> BackTranslator:
-
         require_fairseq()
-        from ssrp.translate.decode import build_generator
+        from ssrp.translate.decode import build_generator  # fairseq: imported once a translator loads
 
         if not self.cfg.models_dir:
             raise ValueError(

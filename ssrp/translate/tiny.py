@@ -17,7 +17,7 @@ import os
 import tempfile
 from collections import Counter
 
-from ssrp.fileutil import sha256_file
+from ssrp.fileutil import sha256_file, silenced_output
 from ssrp.models.trust import write_checksums
 from ssrp.translate.models import DIRECTIONS, Direction, translation_dir
 
@@ -66,13 +66,14 @@ def build_tiny(models_dir: str) -> dict:
     root = translation_dir(models_dir)
     codes = {"de": _learn_codes(WORDS["en"] + " " + WORDS["de"]), "ru": _learn_codes(WORDS["en"] + " " + WORDS["ru"])}
     files = {}
-    for d in DIRECTIONS.values():
+    for d in DIRECTIONS.values():  # fairseq's and fastBPE's chatter silenced below
         folder = os.path.join(root, d.name)
         os.makedirs(folder, exist_ok=True)
         pivot = d.tgt if d.src == "en" else d.src
         _write_lines(os.path.join(folder, "bpecodes"), [f"{a} {b} {n}" for a, b, n in codes[pivot]])
-        _write_dicts(folder, d, codes[pivot])
-        _write_checkpoint(folder, d)
+        with silenced_output():
+            _write_dicts(folder, d, codes[pivot])
+            _write_checkpoint(folder, d)
         digest = sha256_file(os.path.join(folder, "model.pt"))
         files[f"{d.name}/model.pt"] = {"sha256": digest, "source": "build_tiny"}
     write_checksums(root, files, written_by="ssrp.translate.tiny:build_tiny")

@@ -77,10 +77,13 @@ def make_images(image_id: int, rng: np.random.Generator, views=VIEWS) -> list[Im
     return out
 
 
-def build_corpus(root: str, n_images: int = 16, captions: int = 2, views=VIEWS, variants=VARIANTS, seed: int = 0) -> str:
+def build_corpus(root: str, n_images: int = 16, captions: int = 2, views=VIEWS, variants=VARIANTS, seed: int = 0,
+                 first_id: int = 1, split: str = "train") -> str:
+    """``split``: the COCO split every index record names ("" as in a format-1 corpus; "mixed": odd ids train,
+    even ids val)."""
     rng = np.random.default_rng(seed)
     records = []
-    for image_id in range(1, n_images + 1):
+    for image_id in range(first_id, first_id + n_images):
         for rec in make_images(image_id, rng, views):
             records.append((rec.key, encode(rec)))
         caption_ids = [image_id * 100 + k for k in range(captions)]
@@ -88,8 +91,11 @@ def build_corpus(root: str, n_images: int = 16, captions: int = 2, views=VIEWS, 
             for variant in variants:
                 t = make_text(cid, image_id, variant, rng)
                 records.append((t.key, encode(t)))
+        image_split = ("train" if image_id % 2 else "val") if split == "mixed" else split
         ix = IndexRecord(image_id=image_id, caption_ids=np.array(caption_ids, np.int64),
-                         file_name=f"{image_id:012d}.jpg", height=HEIGHT, width=WIDTH)
+                         file_name=f"{image_id:012d}.jpg", height=HEIGHT, width=WIDTH, split=image_split)
         records.append((ix.key, encode(ix)))
-    write_corpus(root, CorpusPlan({"image": 2, "text": 2, "index": 1}, config={"stage": "eval-test"}), records)
+    plan = CorpusPlan({"image": 2, "text": 2, "index": 1}, config={"stage": "eval-test", "split": split, "seed": seed,
+                                                                  "first_id": first_id})
+    write_corpus(root, plan, records)
     return root

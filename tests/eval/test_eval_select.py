@@ -1,13 +1,15 @@
 import json
 
 import pytest
+from eval_helpers import build_corpus
 
 from ssrp.corpus import CorpusReader
 from ssrp.eval.config import EvalConfig
 from ssrp.eval.select import caption_pairs, image_views, select_images
 
 
-def test_split_selection_reads_the_coco_annotations(corpus, tmp_path):
+def test_split_selection_of_a_format_1_corpus_reads_the_coco_annotations(tmp_path):
+    corpus = build_corpus(str(tmp_path / "old"), split="")  # index records without a split
     (tmp_path / "annotations").mkdir()
     (tmp_path / "annotations" / "captions_val2017.json").write_text(
         json.dumps({"images": [{"id": 3}, {"id": 7}, {"id": 999}], "annotations": []}))

@@ -140,7 +140,8 @@ def _parser():
 def test_cli_writes_a_corpus_that_verifies_and_exports(tiny_models, coco_sample, tmp_path):
     out, tsv, h5 = str(tmp_path / "corpus"), str(tmp_path / "f.tsv"), str(tmp_path / "f.h5")
     args = _parser().parse_args([
-        "features", "--coco", coco_sample, "--out", out, "--models", tiny_models, "--decode-workers", "1",
+        "features", "--coco", coco_sample, "--split", "trainval", "--out", out, "--models", tiny_models,
+        "--decode-workers", "1",
         "--set", "features.preprocess.test_scale=160", "--set", "features.preprocess.max_size=240",
         "--set", "features.rpn.post_nms_topk=60",
         "--tsv", tsv, "--hdf5", h5, "--no-progress",

@@ -19,6 +19,7 @@ SHARDS = {"image": 3, "text": 2}
 
 def config(coco, out, **kw):
     kw.setdefault("stages", ("features", "views", "translate"))
+    kw.setdefault("split", "trainval")  # the sample's 8 train and 2 val images
     return BuildConfig(input=coco, out=str(out), models="unused", num_shards=SHARDS, **kw)
 
 
@@ -201,3 +202,16 @@ def test_a_failing_commit_stops_the_build_with_its_error(coco, tmp_path, monkeyp
     monkeypatch.setattr(CorpusWriter, "commit_shard", broken)
     with pytest.raises(OSError, match="disk full while committing image/shard-"):
         run_local(cfg, stages=FakeStages(cfg), progress=False)
+
+
+def test_progress_counts_shards_as_they_are_committed(coco, tmp_path):
+    from ssrp.pipeline.progress import ShardProgress
+
+    cfg = config(coco, tmp_path / "c")
+    manifest = run_local(cfg, stages=FakeStages(cfg), progress=False)
+    plan = CorpusPlan(manifest["num_shards"], manifest["config"], manifest["models"], manifest["inputs"])
+    writer = CorpusWriter(cfg.out, plan)
+    specs = [s for s in plan.specs() if s.kind != "index"]
+    watch = ShardProgress(writer, specs, enabled=False)
+    assert watch.poll() == 5 and watch.pending == []  # every image and text shard of the finished build
+    assert watch.done == {"images": 10, "captions": 50}

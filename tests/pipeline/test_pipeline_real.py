@@ -38,6 +38,7 @@ def test_full_corpus_local_and_beam_are_byte_identical(coco, tiny_models, tmp_pa
 @pytest.mark.slow
 def test_bad_input_with_real_stages(bad_coco, tiny_models, tmp_path):
     cfg = BuildConfig(input=bad_coco, out=str(tmp_path / "c"), models=tiny_models, stages=("features", "translate"),
+                      split="trainval",
                       device="cpu")
     manifest = run_local(cfg, progress=False)
     summary = manifest["summary"]

@@ -1,6 +1,7 @@
 """A build refuses other inputs, holds its output alone, cleans up after killed runs, records what it decoded,
 and reports every bad setting in one line (issue 14, points 5, 6, 9, 10)."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -24,6 +25,7 @@ SHARDS = {"image": 3, "text": 2}
 
 def config(coco, out, **kw):
     kw.setdefault("stages", ("features", "translate"))
+    kw.setdefault("split", "trainval")  # the sample's 8 train and 2 val images
     return BuildConfig(input=coco, out=str(out), models="unused", num_shards=SHARDS, **kw)
 
 
@@ -144,3 +146,19 @@ def test_require_gpu_is_honoured_on_local_runners(capsys, coco, tmp_path, runner
     _one_line_error(capsys, ["build", "--coco", coco, "--models", "m", "--out", str(out), "--runner", runner,
                              "--require-gpu"], "no CUDA device", runner)
     assert not out.exists()
+
+
+def test_the_default_split_is_train_and_records_carry_their_split(coco, tmp_path):
+    """The paper's corpus is train2017; val2017 is the held-out corpus. Each index record and the manifest say
+    which split an image came from, so evaluation can tell held-out images from trained-on ones."""
+    train = BuildConfig(input=coco, out=str(tmp_path / "train"), models="unused", stages=("features",))
+    assert train.split == "train"
+    manifest = build(train)
+    assert manifest["splits"] == {"train": 8} and manifest["config"]["split"] == "train"
+    val_cfg = dataclasses.replace(train, out=str(tmp_path / "val"), split="val")
+    assert build(val_cfg)["splits"] == {"val": 2}
+    both = build(dataclasses.replace(train, out=str(tmp_path / "both"), split="trainval"))
+    assert both["splits"] == {"train": 8, "val": 2}
+    reader = CorpusReader(str(tmp_path / "both"))
+    assert {reader.index(i).split for i in reader.image_ids()} == {"train", "val"}
+    assert {CorpusReader(val_cfg.out).index(i).split for i in CorpusReader(val_cfg.out).image_ids()} == {"val"}

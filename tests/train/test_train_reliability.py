@@ -154,3 +154,23 @@ def test_an_output_that_is_a_file_is_one_line(tmp_path, corpus, bert_dir, capsys
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "is a file, not a directory" in err[0], err
+
+
+def test_stage1_without_bert_warns(tmp_path, corpus, caplog):
+    with caplog.at_level("WARNING", logger="ssrp.train.loop"):
+        train(_cfg("stage1", "optim.max_steps=1"), corpus, str(tmp_path / "run"))
+    assert any("stage 1 without --bert" in r.getMessage() for r in caplog.records)
+
+
+def test_a_bert_of_another_vocabulary_is_refused_naming_both_digests(tmp_path, corpus, bert_dir):
+    import shutil
+
+    from ssrp.fileutil import sha256_file
+
+    other = tmp_path / "corpus"
+    shutil.copytree(corpus, other)
+    manifest = json.load(open(other / "manifest.json"))
+    manifest["models"] = {"parse": {"vocab_sha256": "ab" * 32}}  # the corpus was tokenised with another vocab
+    json.dump(manifest, open(other / "manifest.json", "w"))
+    with pytest.raises(ValueError, match=f"sha256 {sha256_file(os.path.join(bert_dir, 'vocab.txt'))}.*sha256 {'ab' * 32}"):
+        train(_cfg(), str(other), str(tmp_path / "run"), bert=bert_dir)
