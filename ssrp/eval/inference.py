@@ -99,7 +99,7 @@ class ProbeModel:
             s1 = load_checkpoint(self.stage1_path)
             if s1.get("stage") != "stage1":
                 raise ValueError(f"--stage1 {self.stage1_path} is a {s1.get('stage')} checkpoint, not stage 1")
-            _check_same_encoder(s1["model"], stage2_state, self.stage1_path)
+            check_same_encoder(s1["model"], stage2_state, self.stage1_path)
             state = {k.removeprefix("align."): v for k, v in s1["model"].items() if k.startswith("align.")}
         if not state:
             return None
@@ -210,7 +210,7 @@ def _text_record(reader: CorpusReader, caption_id: int, variant: str):
         return reader.text(caption_id, "raw")
 
 
-def _check_same_encoder(stage1_state: dict, stage2_state: dict, path: str) -> None:
+def check_same_encoder(stage1_state: dict, stage2_state: dict, path: str) -> None:
     """The stage-1 checkpoint must be the one the stage-2 run was initialised from (same frozen encoder)."""
     for key, value in stage2_state.items():
         if key.startswith("encoder."):
