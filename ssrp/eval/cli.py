@@ -59,6 +59,8 @@ def register(sub) -> None:
     s.add_argument("--caption", type=int, metavar="ID", help="caption id (default: the image's first)")
     s.add_argument("--coco", metavar="COCO_ROOT", help="COCO root with train2017/ val2017/ (else a blank canvas)")
     s.add_argument("--out", required=True, metavar="DIR", help="output directory for the PNG files")
+    s.add_argument("--views", metavar="V1,V2,...", help="the views to draw, in this order (default: all, 2 x 7 for "
+                   "the 14 views); e.g. raw,hflip,rot90,jitter0")
     s.set_defaults(func=_show)
 
     r = sub.add_parser("retrieve", help="Fig. 4: image-to-image retrieval by Obj. and Obj.+Rel. features")
@@ -131,7 +133,8 @@ def _show(args) -> int:
 
     model = _model(args)
     image = args.image if args.image is not None else model.reader.image_ids()[0]
-    for path in show_image(model, image, args.out, args.coco, args.caption):
+    views = [v.strip() for v in args.views.split(",") if v.strip()] if args.views else None
+    for path in show_image(model, image, args.out, args.coco, args.caption, views):
         print(path)
     return 0
 

@@ -23,6 +23,7 @@ from torch import Tensor
 from ssrp.corpus import CorpusReader
 from ssrp.devices import resolve_device
 from ssrp.eval.config import EvalConfig
+from ssrp.eval.labels import ClassNames
 from ssrp.train.checkpoint import load_checkpoint, train_config_of
 from ssrp.train.config import TrainConfig
 from ssrp.train.data import Collate, CorpusRecords, fit_text
@@ -69,6 +70,7 @@ class ProbeModel:
         self.model: Stage2Model | None = None
         self.align: AlignHead | None = None
         self.records: CorpusRecords | None = None
+        self.names = ClassNames()  # the corpus's detector vocabularies (after load)
         self.device = torch.device("cpu")
 
     # ------------------------------------------------------------------------------------------
@@ -89,6 +91,7 @@ class ProbeModel:
         self.align = self._load_align(cfg, ckpt["model"])
         self.train_cfg = cfg
         self.records = CorpusRecords(self.corpus, cfg.data, cfg.model)
+        self.names = ClassNames.from_manifest(self.records.reader.manifest)
         logger.info("loaded SSRP-%s stage-2 model from %s (step %s) on %s%s", cfg.model.variant, self.ckpt_path,
                     ckpt.get("step"), self.device, "" if self.align is None else ", with g_align")
         return self
