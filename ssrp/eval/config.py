@@ -31,6 +31,7 @@ class EvalConfig:
     show_topk: int = 10  # show: pairs drawn with show_edges=topk
     show_columns: int = 7  # show: views per row of the grid (14 views: 2 x 7)
     label_chars: int = 12  # figures: class names and words longer than this are shortened with an ellipsis
+    trees_parser_above: bool = False  # show: the parser's tree above the words (the paper's Fig. 3), the probe's below
 
     def __post_init__(self) -> None:
         _require(self.batch_size >= 1, f"batch_size={self.batch_size} must be >= 1")

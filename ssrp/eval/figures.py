@@ -6,8 +6,8 @@
   closer the pair (smaller R_v) the darker and more opaque the line.
 * ``relation_figure``: a grid of views (default 2 x 7 for the 14 views), each image above its R_v heat-map,
   one colour scale for all views.
-* ``draw_arcs`` / ``tree_figure``: a sentence with the parser's tree (black) above it and the MST of R_w (red)
-  below it, as in the paper's Fig. 3, beside the R_w heat-map; long words shortened.
+* ``draw_arcs`` / ``tree_figure``: a sentence with the MST of R_w (red) above it and the parser's tree (black)
+  below it (or the other way round, as in the paper's Fig. 3), beside the R_w heat-map; long words shortened.
 * ``retrieval_grid``: query images and their top-K results for each retrieval method, framed green (the result
   contains the query's most confident object class) or red (it does not), with a legend.
 """
@@ -183,7 +183,7 @@ def draw_relations(image: Image.Image, boxes: np.ndarray, dist: np.ndarray | Non
                     width)
     for k, box in enumerate(boxes):
         draw.rectangle([tuple(box[:2]), tuple(box[2:])], outline=(*PALETTE[k % len(PALETTE)], 255), width=width)
-    texts = [f"{k} {labels[k]}" if labels is not None else str(k) for k in range(n)]
+    texts = [f"{k}  {labels[k]}" if labels is not None else str(k) for k in range(n)]
     draw_labels(draw, boxes, texts, base.size, font(label_size(base)))
     return Image.alpha_composite(base, overlay).convert("RGB")
 
@@ -294,8 +294,16 @@ def relation_figure(panels: Sequence[ViewPanel], path: str, title: str = "", col
         bar.set_label("R_v (dark = close)", fontsize=8)
         bar.ax.tick_params(labelsize=7)
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(wrap(title, fig.get_figwidth(), 10), fontsize=10)
     return _save(fig, path, dpi)
+
+
+def wrap(text: str, width_inches: float, fontsize: float) -> str:
+    """``text``'s lines wrapped to a figure ``width_inches`` wide at ``fontsize`` points."""
+    import textwrap
+
+    chars = max(20, int(width_inches * 72 / (0.55 * fontsize)))
+    return "\n".join(part for line in text.split("\n") for part in textwrap.wrap(line, chars) or [""])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -303,15 +311,18 @@ def relation_figure(panels: Sequence[ViewPanel], path: str, title: str = "", col
 
 
 def draw_arcs(ax, words: Sequence[str], pred: set[tuple[int, int]], gold: set[tuple[int, int]],
-              fontsize: float = 9, positions: Sequence[float] | None = None) -> None:
-    """Words on a baseline at ``positions`` (default x = 0..W-1); the parser's arcs above (black), the predicted
-    ones below (red). An arc's height grows with the number of words it spans."""
+              fontsize: float = 9, positions: Sequence[float] | None = None, parser_above: bool = False) -> None:
+    """Words on a baseline at ``positions`` (default x = 0..W-1); the predicted arcs (red) above and the parser's
+    (black) below, or the other way round with ``parser_above`` (the paper's Fig. 3). An arc's height grows with
+    the number of words it spans only, so one tree's half never changes with the other tree."""
     from matplotlib.patches import Arc
 
     n = len(words)
     x = list(positions) if positions is not None else list(range(n))
     span = max(n - 1, 1)
-    for arcs, colour, theta in ((gold, GOLD, (0, 180)), (pred, PRED, (180, 360))):
+    upper, lower = (0, 180), (180, 360)
+    sides = ((gold, GOLD, upper), (pred, PRED, lower)) if parser_above else ((pred, PRED, upper), (gold, GOLD, lower))
+    for arcs, colour, theta in sides:
         for i, j in sorted(arcs):
             ax.add_patch(Arc(((x[i] + x[j]) / 2, 0), abs(x[j] - x[i]), 0.3 + 1.5 * (j - i) / span,
                              theta1=theta[0], theta2=theta[1], color=colour, linewidth=1.4))
@@ -350,7 +361,8 @@ class TreeRow:
     title: str = ""
 
 
-def tree_figure(rows: Sequence[TreeRow], path: str, title: str = "", dpi: int = 150, max_chars: int = 10) -> str:
+def tree_figure(rows: Sequence[TreeRow], path: str, title: str = "", dpi: int = 150, max_chars: int = 10,
+                parser_above: bool = False) -> str:
     """Fig. 3, bottom rows: per caption variant, its R_w heat-map and the parser's / predicted trees. Words
     longer than ``max_chars`` are shortened; words are set by their length, so none overlaps another."""
     from matplotlib.lines import Line2D
@@ -369,17 +381,18 @@ def tree_figure(rows: Sequence[TreeRow], path: str, title: str = "", dpi: int = 
                      fontsize=7 if len(shown) <= 20 else 5)
         fig.colorbar(im, ax=im.axes, fraction=0.046, pad=0.02).ax.tick_params(labelsize=6)
         ax = fig.add_subplot(grid[k, 1])
-        draw_arcs(ax, shown, row.pred, row.gold, fontsize, positions[k])
+        draw_arcs(ax, shown, row.pred, row.gold, fontsize, positions[k], parser_above)
         if shown:  # room for the first and last words, whatever their length
             first, last = word_widths([shown[0], shown[-1]], fontsize)
             ax.set_xlim(min(positions[k][0] - first / 2 - 0.15, ax.get_xlim()[0]),
                         max(positions[k][-1] + last / 2 + 0.15, ax.get_xlim()[1]))
         ax.set_title(row.title or row.variant, fontsize=9)
-    handles = [Line2D([], [], color=GOLD, lw=1.6, label="parser (Stanza), above the words"),
-               Line2D([], [], color=PRED, lw=1.6, label="MST of R_w (the probe), below")]
+    where = ("above", "below") if parser_above else ("below", "above")
+    handles = [Line2D([], [], color=PRED, lw=1.6, label=f"MST of R_w (the probe), {where[1]} the words"),
+               Line2D([], [], color=GOLD, lw=1.6, label=f"parser (Stanza), {where[0]}")]
     fig.legend(handles=handles, loc="outside lower center", fontsize=8, ncols=2, frameon=False)
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(wrap(title, fig.get_figwidth(), 10), fontsize=10)
     return _save(fig, path, dpi)
 
 

@@ -5,8 +5,9 @@ Table 2: the unflipped views above, their flipped counterparts below; or the ``-
 boxes of its ``show_objects`` most confident objects labelled by class name and the relation lines of
 ``show_edges`` (the minimum spanning tree of R_v by default), above the view's R_v heat-map among those
 objects (one colour scale for all views); every view is run with the image's chosen caption, raw variant.
-And ``caption_<cid>_trees.png``: for the caption and each paraphrase, the R_w heat-map, the parser's tree as
-black arcs above the sentence and the MST of R_w as red arcs below it, run with the raw view.
+And ``caption_<cid>_trees.png``: for the caption and each paraphrase, the R_w heat-map, the MST of R_w as red
+arcs above the sentence and the parser's tree as black arcs below it (``trees_parser_above``: the other way
+round, as in the paper), run with the raw view.
 """
 
 from __future__ import annotations
@@ -90,4 +91,4 @@ def trees_png(model: ProbeModel, image_id: int, caption_id: int, path: str, titl
         score = "-" if counter.total == 0 else f"{counter.value:.2f}"
         rows.append(TreeRow(variant, o.words, o.r_w, mst_edges(o.r_w), gold_arcs(o.heads, len(o.words)),
                             f"{variant}: UUAS {score} (punctuation excluded)"))
-    return tree_figure(rows, path, title, max_chars=model.cfg.label_chars)
+    return tree_figure(rows, path, title, max_chars=model.cfg.label_chars, parser_above=model.cfg.trees_parser_above)

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 from PIL import Image, ImageDraw
 
 from ssrp.eval.figures import (
@@ -94,7 +95,7 @@ def test_view_canvas_reads_the_coco_image_or_falls_back_to_blank(tmp_path):
     assert view_canvas(64, 48, "raw").getcolors() == [(64 * 48, BLANK)]
 
 
-def _arc_png(path, pred, gold):
+def _arc_png(path, pred, gold, parser_above=False):
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -102,27 +103,29 @@ def _arc_png(path, pred, gold):
 
     fig = plt.figure(figsize=(6, 3), dpi=80)
     ax = fig.add_axes((0, 0, 1, 1))
-    draw_arcs(ax, ["a", "b", "c", "d", "e"], pred, gold)
+    draw_arcs(ax, ["a", "b", "c", "d", "e"], pred, gold, parser_above=parser_above)
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return np.asarray(Image.open(path).convert("RGB"), np.int64)
 
 
-def test_gold_arcs_above_and_predicted_arcs_below_as_in_the_paper(tmp_path):
+@pytest.mark.parametrize("parser_above", [False, True])
+def test_predicted_and_parser_arcs_each_keep_their_side(tmp_path, parser_above):
     gold = {(0, 1), (1, 2), (2, 3), (3, 4)}
-    chain = _arc_png(tmp_path / "a.png", {(0, 1), (1, 2), (2, 3), (3, 4)}, gold)
-    star = _arc_png(tmp_path / "b.png", {(0, 4), (1, 4), (2, 4), (3, 4)}, gold)
-    none = _arc_png(tmp_path / "c.png", set(), set())
+    chain = _arc_png(tmp_path / "a.png", {(0, 1), (1, 2), (2, 3), (3, 4)}, gold, parser_above)
+    star = _arc_png(tmp_path / "b.png", {(0, 4), (1, 4), (2, 4), (3, 4)}, gold, parser_above)
+    none = _arc_png(tmp_path / "c.png", set(), set(), parser_above)
     assert chain.shape == (240, 480, 3)
     h = chain.shape[0] // 2
+    upper, lower = slice(0, h - 8), slice(h + 8, None)
+    pred_side, gold_side = (lower, upper) if parser_above else (upper, lower)
     diff = np.abs(chain - star).sum(-1) > 0
-    assert diff[h + 8 :].sum() > 100  # other predicted arcs: the lower half changes
-    assert diff[: h - 8].sum() == 0  # same gold tree: the upper half is identical
-    # black arcs above (the parser, Fig. 3's convention), red arcs below
-    upper, lower = chain[: h - 8], chain[h + 8 :]
-    assert ((lower[..., 0] > 150) & (lower[..., 1] < 100)).sum() > 50
-    assert (upper.sum(-1) < 150).sum() > 50
-    assert (np.abs(chain - none).sum(-1) > 0)[: h - 8].sum() > 50
+    assert diff[pred_side].sum() > 100  # other predicted arcs: their half changes
+    assert diff[gold_side].sum() == 0  # same parser tree: its half is identical
+    red, black = chain[pred_side], chain[gold_side]
+    assert ((red[..., 0] > 150) & (red[..., 1] < 100)).sum() > 50
+    assert (black.sum(-1) < 150).sum() > 50
+    assert (np.abs(chain - none).sum(-1) > 0)[gold_side].sum() > 50
 
 
 def test_words_are_set_by_their_length_and_never_meet():
