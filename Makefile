@@ -90,7 +90,10 @@ demo: install
 	$(SSRP) show --ckpt demo-out/run2/checkpoint.pt --corpus demo-out/corpus-val --coco demo-out/coco --out demo-out/eval/figures
 	$(SSRP) retrieve --ckpt demo-out/run2/checkpoint.pt --corpus demo-out/corpus-val --coco demo-out/coco --out demo-out/eval/retrieval
 	$(SSRP) export --ckpt demo-out/run2/checkpoint.pt --stage1 demo-out/run1/checkpoint.pt --corpus demo-out/corpus-val --out demo-out/eval/features.h5
-	@echo "demo done: corpora in demo-out/corpus (train) and corpus-val (held out), runs in demo-out/run1 and run2, figures in demo-out/eval/"
+	$(SSRP) export hf --ckpt demo-out/run2/checkpoint.pt --stage1 demo-out/run1/checkpoint.pt --corpus demo-out/corpus \
+	    --vocab demo-out/models/bert/vocab.txt --metrics demo-out/eval/probe.json --metrics demo-out/eval/retrieval/retrieval.json --out demo-out/release
+	$(SSRP) features export demo-out/corpus --npz demo-out/eval/npz --hdf5 demo-out/eval/regions.h5
+	@echo "demo done: corpora in demo-out/corpus (train) and corpus-val (held out), runs in demo-out/run1 and run2, figures in demo-out/eval/, model in demo-out/release/"
 
 clean:
 	rm -rf demo-out bench/out .pytest_cache .ruff_cache

@@ -4,6 +4,7 @@
     ssrp show      --ckpt RUN2/checkpoint.pt --corpus CORPUS --image 42 --coco COCO --out figs/
     ssrp retrieve  --ckpt RUN2/checkpoint.pt --corpus VAL_CORPUS --coco COCO --out retrieval/
     ssrp export    --ckpt RUN2/checkpoint.pt --stage1 RUN1/checkpoint.pt --corpus CORPUS --out feats.h5
+    ssrp export hf --ckpt RUN2/checkpoint.pt --stage1 RUN1/checkpoint.pt --corpus CORPUS --out release/
 
 --ckpt is a stage-2 checkpoint (the frozen encoder and the probes); --stage1 adds the stage-1 g_align
 head for f_align. Settings: --set batch_size=64 --set rel_temperature=0.5 ... (see docs/evaluation.md).
@@ -19,10 +20,19 @@ from ssrp.eval.config import EvalConfig
 
 logger = logging.getLogger(__name__)
 
+EXPORT_HELP = """ssrp export [features]: relationship-aware features of a corpus's images and captions (one HDF5 file).
+ssrp export hf: the model as files others load: safetensors + config.json (SSRP-Cross: transformers'
+LxmertModel.from_pretrained(DIR) loads it; every variant: ssrp.load(DIR)), the probes, and a model card.
 
-def _common(p: argparse.ArgumentParser, select: bool = True) -> None:
+    ssrp export    --ckpt RUN2/checkpoint.pt --stage1 RUN1/checkpoint.pt --corpus CORPUS --out feats.h5
+    ssrp export hf --ckpt RUN2/checkpoint.pt --stage1 RUN1/checkpoint.pt --corpus CORPUS --out release/ \\
+        --vocab MODELS/bert/vocab.txt --metrics eval/probe.json --metrics eval/retrieval/retrieval.json
+"""
+
+
+def _common(p: argparse.ArgumentParser, select: bool = True, corpus_required: bool = True) -> None:
     p.add_argument("--ckpt", required=True, metavar="CKPT", help="stage-2 checkpoint.pt (encoder + probes)")
-    p.add_argument("--corpus", required=True, metavar="DIR", help="corpus directory")
+    p.add_argument("--corpus", required=corpus_required, metavar="DIR", help="corpus directory")
     p.add_argument("--stage1", metavar="CKPT", help="the stage-1 checkpoint.pt the stage-2 run started from "
                    "(its g_align head gives f_align)")
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
@@ -52,6 +62,8 @@ def register(sub) -> None:
     s.add_argument("--caption", type=int, metavar="ID", help="caption id (default: the image's first)")
     s.add_argument("--coco", metavar="COCO_ROOT", help="COCO root with train2017/ val2017/ (else a blank canvas)")
     s.add_argument("--out", required=True, metavar="DIR", help="output directory for the PNG files")
+    s.add_argument("--views", metavar="V1,V2,...", help="the views to draw, in this order (default: all, 2 x 7 for "
+                   "the 14 views); e.g. raw,hflip,rot90,jitter0")
     s.set_defaults(func=_show)
 
     r = sub.add_parser("retrieve", help="Fig. 4: image-to-image retrieval by Obj. and Obj.+Rel. features")
@@ -60,10 +72,18 @@ def register(sub) -> None:
     r.add_argument("--out", required=True, metavar="DIR", help="output directory: retrieval.png, retrieval.json")
     r.set_defaults(func=_retrieve)
 
-    x = sub.add_parser("export", help="relationship-aware features per image-caption pair and image (HDF5)")
-    _common(x)
-    x.add_argument("--coco", metavar="COCO_ROOT", help="COCO root (for --split)")
-    x.add_argument("--out", required=True, metavar="FILE.h5", help="HDF5 file to write")
+    x = sub.add_parser("export", help="relationship-aware features (HDF5), or the model for others to load (hf)",
+                       description=EXPORT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    x.add_argument("what", nargs="?", choices=("features", "hf"), default="features",
+                   help="features (default): HDF5 of relationship-aware features; hf: the model as safetensors")
+    _common(x, corpus_required=False)
+    x.add_argument("--coco", metavar="COCO_ROOT", help="features: COCO root (for --split)")
+    x.add_argument("--out", required=True, metavar="PATH", help="features: the HDF5 file; hf: the directory")
+    x.add_argument("--layout", choices=("auto", "lxmert", "ssrp"), default="auto",
+                   help="hf: tensor names of model.safetensors (auto: lxmert for SSRP-Cross, else ssrp)")
+    x.add_argument("--vocab", metavar="VOCAB_TXT", help="hf: the BERT vocab.txt of the corpus, copied into the release")
+    x.add_argument("--metrics", action="append", default=[], metavar="JSON",
+                   help="hf: `ssrp eval probe --json` output or retrieval.json, for the model card (repeatable)")
     x.set_defaults(func=_export)
 
 
@@ -130,7 +150,8 @@ def _show(args) -> int:
     model = _model(args)
     image = args.image if args.image is not None else model.reader.image_ids()[0]
     _warn_if_trained_on(model, [image])
-    for path in show_image(model, image, args.out, args.coco, args.caption):
+    views = [v.strip() for v in args.views.split(",") if v.strip()] if args.views else None
+    for path in show_image(model, image, args.out, args.coco, args.caption, views):
         print(path)
     return 0
 
@@ -149,7 +170,15 @@ def _export(args) -> int:
     import json
 
     from ssrp.eval.export import export
+    from ssrp.eval.release import export_hf
 
+    if args.what == "hf":
+        summary = export_hf(args.ckpt, args.out, stage1=args.stage1, corpus=args.corpus, metrics=tuple(args.metrics),
+                            vocab=args.vocab, layout=args.layout)
+        print(json.dumps(summary, sort_keys=True))
+        return 0
+    if not args.corpus:
+        raise ValueError("ssrp export features needs --corpus DIR")
     model = _model(args)
     print(json.dumps(export(model, _images(model, args), args.out), sort_keys=True))
     return 0

@@ -26,7 +26,12 @@ class EvalConfig:
     grid_queries: int = 4  # retrieve: query rows in the grid
     recall_ks: tuple[int, ...] = (1, 5, 10)  # retrieve: R@K and P@K
     thumb_size: tuple[int, int] = (160, 120)  # retrieve: grid thumbnail width, height in pixels
-    show_objects: int = 10  # show: the most confident objects whose pairwise lines are drawn
+    show_objects: int = 10  # show: the most confident objects drawn (boxes, labels, R_v heat-map rows)
+    show_edges: str = "mst"  # show: the relation lines drawn: mst (of R_v), topk (closest pairs) or all pairs
+    show_topk: int = 10  # show: pairs drawn with show_edges=topk
+    show_columns: int = 7  # show: views per row of the grid (14 views: 2 x 7)
+    label_chars: int = 12  # figures: class names and words longer than this are shortened with an ellipsis
+    trees_parser_above: bool = False  # show: the parser's tree above the words (the paper's Fig. 3), the probe's below
 
     def __post_init__(self) -> None:
         _require(self.batch_size >= 1, f"batch_size={self.batch_size} must be >= 1")
@@ -44,3 +49,7 @@ class EvalConfig:
         _require(len(self.thumb_size) == 2 and min(self.thumb_size) >= 16,
                  f"thumb_size={self.thumb_size} must be (width, height), each >= 16")
         _require(self.show_objects >= 2, f"show_objects={self.show_objects} must be >= 2")
+        _require(self.show_edges in ("mst", "topk", "all"), f"show_edges={self.show_edges!r}: use mst, topk or all")
+        _require(self.show_topk >= 1 and self.show_columns >= 1,
+                 f"show_topk={self.show_topk}, show_columns={self.show_columns} must be >= 1")
+        _require(self.label_chars >= 3, f"label_chars={self.label_chars} must be >= 3")

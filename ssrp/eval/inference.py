@@ -23,6 +23,7 @@ from torch import Tensor
 from ssrp.corpus import CorpusReader
 from ssrp.devices import resolve_device
 from ssrp.eval.config import EvalConfig
+from ssrp.eval.labels import ClassNames
 from ssrp.train.checkpoint import load_checkpoint, train_config_of
 from ssrp.train.config import TrainConfig
 from ssrp.train.data import Collate, CorpusRecords, fit_text
@@ -70,6 +71,7 @@ class ProbeModel:
         self.align: AlignHead | None = None
         self.records: CorpusRecords | None = None
         self.trained_on: list[dict] = []  # the corpora the checkpoint was trained on (stage 1, then stage 2)
+        self.names = ClassNames()  # the corpus's detector vocabularies (after load)
         self.device = torch.device("cpu")
 
     # ------------------------------------------------------------------------------------------
@@ -91,6 +93,7 @@ class ProbeModel:
         self.train_cfg = cfg
         self.trained_on = ckpt.get("corpora", [])
         self.records = CorpusRecords(self.corpus, cfg.data, cfg.model)
+        self.names = ClassNames.from_manifest(self.records.reader.manifest)
         logger.info("loaded SSRP-%s stage-2 model from %s (step %s) on %s%s", cfg.model.variant, self.ckpt_path,
                     ckpt.get("step"), self.device, "" if self.align is None else ", with g_align")
         return self
@@ -101,7 +104,7 @@ class ProbeModel:
             s1 = load_checkpoint(self.stage1_path)
             if s1.get("stage") != "stage1":
                 raise ValueError(f"--stage1 {self.stage1_path} is a {s1.get('stage')} checkpoint, not stage 1")
-            _check_same_encoder(s1["model"], stage2_state, self.stage1_path)
+            check_same_encoder(s1["model"], stage2_state, self.stage1_path)
             state = {k.removeprefix("align."): v for k, v in s1["model"].items() if k.startswith("align.")}
         if not state:
             return None
@@ -212,7 +215,7 @@ def _text_record(reader: CorpusReader, caption_id: int, variant: str):
         return reader.text(caption_id, "raw")
 
 
-def _check_same_encoder(stage1_state: dict, stage2_state: dict, path: str) -> None:
+def check_same_encoder(stage1_state: dict, stage2_state: dict, path: str) -> None:
     """The stage-1 checkpoint must be the one the stage-2 run was initialised from (same frozen encoder)."""
     for key, value in stage2_state.items():
         if key.startswith("encoder."):

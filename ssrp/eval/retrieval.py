@@ -22,13 +22,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from ssrp.corpus import CorpusReader
-from ssrp.eval.figures import GridCell, draw_relations, retrieval_grid, view_canvas
+from ssrp.eval.figures import GridCell, draw_boxes, retrieval_grid, view_canvas
 from ssrp.eval.inference import Output, Pair, ProbeModel
+from ssrp.eval.labels import shorten
 from ssrp.eval.select import caption_ids
 
 logger = logging.getLogger(__name__)
 
 OBJ, OBJ_REL = "Obj.", "Obj.+Rel."
+METHOD_TITLES = {OBJ: "Obj.: mean object feature", OBJ_REL: "Obj.+Rel.: object features propagated over R_v"}
 
 
 @dataclass
@@ -183,24 +185,30 @@ def retrieve(model: ProbeModel, image_ids: list[int], out: str, coco: str | None
 
 def write_grid(model: ProbeModel, ids: list[int], orders: dict[str, np.ndarray], tops: list[int | None],
                sets: list[set[int]], path: str, coco: str | None) -> str:
+    """The Fig. 4 grid: each query with the box of its most confident object, and each result with the boxes of
+    that class (when it has it), all labelled by class name."""
+    cfg, names = model.cfg, model.names
 
-    cfg = model.cfg
-    cache: dict[int, object] = {}
+    def name(label: int | None) -> str:
+        return "no objects" if label is None else names.object(label)
 
-    def picture(j: int):
-        if j not in cache:
-            rec = model.reader.image(ids[j], "raw")
-            canvas = view_canvas(rec.width, rec.height, "raw", rec.file_name, coco)
-            cache[j] = draw_relations(canvas, rec.boxes, None, cfg.show_objects)
-        return cache[j]
+    def picture(j: int, label: int | None, boxes: int):
+        rec = model.reader.image(ids[j], "raw")
+        canvas = view_canvas(rec.width, rec.height, "raw", rec.file_name, coco)
+        keep = [i for i, o in enumerate(rec.obj_ids) if label is not None and int(o) == label][:boxes]
+        return draw_boxes(canvas, rec.boxes[keep]) if keep else canvas
 
     queries = list(range(min(cfg.grid_queries, len(ids))))
-    cells = [GridCell(picture(q), f"{ids[q]} top {tops[q]}") for q in queries]
+    cells = [GridCell(picture(q, tops[q], 1), f"query {ids[q]}: {shorten(name(tops[q]), cfg.label_chars)}")
+             for q in queries]
     results = {}
-    for name, order in orders.items():
-        results[name] = [
-            [GridCell(picture(j), str(ids[j]), None if tops[q] is None else tops[q] in sets[j])
+    for method, order in orders.items():
+        results[METHOD_TITLES.get(method, method)] = [
+            [GridCell(picture(j, tops[q], 3), f"{ids[j]}: {shorten(name(tops[j]), cfg.label_chars)}",
+                      None if tops[q] is None else tops[q] in sets[j])
              for j in [j for j in order[q] if j != q][: cfg.topk]]
             for q in queries
         ]
-    return retrieval_grid(cells, results, path, cfg.thumb_size)
+    legend = ("relevant: the detector found the query's most confident object class (named under the query; "
+              "its boxes drawn) in the result")
+    return retrieval_grid(cells, results, path, cfg.thumb_size, legend)

@@ -145,6 +145,19 @@ def save_detector(out_dir: str, state: dict[str, torch.Tensor], arch: DetectorAr
     return manifest
 
 
+def detector_identity(model_dir: str) -> dict[str, Any]:
+    """What a corpus records about its detector (no model is loaded): the name, the weights' sha256, and the
+    object and attribute vocabularies (names and file sha256), so that its regions' ids can be named."""
+    manifest = read_manifest(model_dir)
+    vocab = manifest.get("vocab", {})
+    identity: dict[str, Any] = {"name": manifest.get("name"), "weights_sha256": manifest.get("weights_sha256")}
+    for kind, default in (("objects", OBJECTS_VOCAB), ("attributes", ATTRIBUTES_VOCAB)):
+        path = os.path.join(model_dir, vocab.get(kind, default))
+        identity[f"{kind}_vocab"] = read_vocab(path)
+        identity[f"{kind}_vocab_sha256"] = sha256_file(path)
+    return identity
+
+
 def read_manifest(model_dir: str) -> dict:
     fix = ("run `ssrp models fetch features --to MODELS` or `ssrp models tiny MODELS`, or convert a checkpoint with "
            "`ssrp features convert`")

@@ -13,7 +13,7 @@ from typing import Any
 
 from ssrp.config import config_identity, with_settings
 from ssrp.features.config import FeaturesConfig
-from ssrp.features.models import detector_dir, read_manifest
+from ssrp.features.models import detector_dir, detector_identity
 from ssrp.features.stage import Extractor
 from ssrp.models.trust import trusted_digests
 from ssrp.parse.config import ParseConfig
@@ -93,8 +93,7 @@ def model_identities(cfg: BuildConfig) -> dict:
     """What identifies each model a build uses, from the models' own small manifests (no model is loaded)."""
     ids: dict[str, Any] = {}
     if cfg.has("features"):
-        manifest = read_manifest(detector_dir(cfg.models))
-        ids["features"] = {"name": manifest.get("name"), "weights_sha256": manifest.get("weights_sha256")}
+        ids["features"] = detector_identity(detector_dir(cfg.models))  # with its vocabularies, to name regions
     if cfg.has("translate"):
         ids["translate"] = model_digests(cfg.models)
     if cfg.has("parse"):

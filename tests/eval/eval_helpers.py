@@ -16,6 +16,8 @@ VIEWS = ("raw", "hflip", "rot90")
 VARIANTS = ("raw", "de", "ru")
 CLS, SEP = 101, 102
 PUNCT_ID = 1012
+OBJECT_NAMES = ("person", "dog", "cat", "kite", "pizza", "bus", "tree", "table", "sky", "grass", "water",
+                "refrigerator door")  # the detector vocabulary the corpus records (obj_ids 1..11 name these)
 
 
 def make_text(caption_id: int, image_id: int, variant: str, rng: np.random.Generator) -> TextRecord:
@@ -95,7 +97,8 @@ def build_corpus(root: str, n_images: int = 16, captions: int = 2, views=VIEWS, 
         ix = IndexRecord(image_id=image_id, caption_ids=np.array(caption_ids, np.int64),
                          file_name=f"{image_id:012d}.jpg", height=HEIGHT, width=WIDTH, split=image_split)
         records.append((ix.key, encode(ix)))
+    models = {"features": {"name": "eval-test", "objects_vocab": list(OBJECT_NAMES), "attributes_vocab": ["red"]}}
     plan = CorpusPlan({"image": 2, "text": 2, "index": 1}, config={"stage": "eval-test", "split": split, "seed": seed,
-                                                                  "first_id": first_id})
+                                                                  "first_id": first_id}, models=models)
     write_corpus(root, plan, records)
     return root

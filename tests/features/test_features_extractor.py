@@ -155,6 +155,7 @@ def test_cli_writes_a_corpus_that_verifies_and_exports(tiny_models, coco_sample,
     assert index.caption_ids.tolist() == [101, 102, 103, 104, 105] and index.file_name == "000000000001.jpg"
     rec = reader.image(1, "raw")
     assert reader.manifest["models"]["features"]["weights_sha256"]
+    assert reader.manifest["models"]["features"]["objects_vocab"][:2] == ["dog", "cat"]  # names for the figures
     from ssrp.features.export import read_lxmert_tsv
 
     rows = read_lxmert_tsv(tsv)

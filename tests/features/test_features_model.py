@@ -121,3 +121,17 @@ def test_attribute_head_embeds_the_argmax_over_all_classes_background_included()
         emb = pred.cls_embedding.weight[[0, 7]]
         hidden = torch.relu(pred.fc_attr(torch.cat([feats, emb], 1)))
         torch.testing.assert_close(got, pred.attr_score(hidden))
+
+
+def test_detector_identity_carries_the_vocabularies_a_corpus_names_regions_with(tiny_models):
+    import os
+
+    from ssrp.features.models import detector_dir, detector_identity
+    from ssrp.features.tiny import TINY_ATTRIBUTES, TINY_OBJECTS
+    from ssrp.fileutil import sha256_file
+
+    folder = detector_dir(tiny_models)
+    ident = detector_identity(folder)
+    assert ident["objects_vocab"] == list(TINY_OBJECTS) and ident["attributes_vocab"] == list(TINY_ATTRIBUTES)
+    assert ident["objects_vocab_sha256"] == sha256_file(os.path.join(folder, "objects_vocab.txt"))
+    assert ident["name"] == "butd-tiny-random" and len(ident["weights_sha256"]) == 64
