@@ -1,0 +1,239 @@
+"""Up-Down (Anderson et al., CVPR 2018, Sec. 3.2): a top-down attention LSTM and a language LSTM.
+
+At each step t, with v_1..v_N the object features and v̄ their mean:
+
+* attention LSTM:  h1_t = LSTM1([h2_{t-1}; v̄; W_e y_{t-1}], h1_{t-1})
+* attention:       a_i = w_a^T tanh(W_va v_i + W_ha h1_t),  α = softmax(a),  v̂_t = Σ_i α_i v_i
+* language LSTM:   h2_t = LSTM2([v̂_t; h1_t], h2_{t-1})
+* output:          p(y_t) = softmax(W_p h2_t + b_p)
+
+Word id 0 (``<eos>``) is both the start token and the end of a caption. Dropout acts on the word
+embedding and on h2 before the output layer. With ``model.feature_embed`` each feature first goes
+through Linear -> ReLU -> Dropout (self-critical.pytorch's ``att_embed`` and ``fc_embed``).
+
+How it is computed (the same numbers as running the two ``nn.LSTMCell``s step by step):
+
+* what does not depend on the recurrence is computed once for all steps: the word-embedding and v̄
+  parts of LSTM1's input projection (one matmul over every step), W_va v_i (once per image);
+* captions are sorted by length, so step t runs only the captions still going (a prefix of the rows);
+* the output layer and the loss run once, after the loop, over the real positions only;
+* decoding drops captions from the batch as they end.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ssrp.caption.config import ModelConfig
+from ssrp.caption.vocab import EOS_ID
+
+
+class Attention(nn.Module):
+    """a_i = w_a^T tanh(W_va v_i + W_ha h), softmax over the image's real objects, v̂ = Σ α_i v_i."""
+
+    def __init__(self, feat_dim: int, hidden: int, att_hidden: int):
+        super().__init__()
+        self.feat = nn.Linear(feat_dim, att_hidden)  # W_va
+        self.query = nn.Linear(hidden, att_hidden)  # W_ha
+        self.score = nn.Linear(att_hidden, 1)  # w_a
+
+    def forward(self, h: Tensor, att: Tensor, p_att: Tensor, mask: Tensor) -> Tensor:
+        """h [n, H]; att [n, N, D]; p_att = W_va att [n, N, A]; mask [n, N] -> v̂ [n, D]."""
+        e = torch.tanh(p_att + self.query(h)[:, None])
+        a = self.score(e).squeeze(-1).masked_fill(~mask, float("-inf"))
+        return torch.bmm(torch.softmax(a, -1)[:, None], att).squeeze(1)
+
+
+@dataclass
+class Prepared:
+    """Per-image inputs of the recurrence, computed once: features, their projection, v̄ and mask."""
+
+    att: Tensor  # [B, N, D] (embedded when model.feature_embed)
+    p_att: Tensor  # [B, N, A] = W_va att
+    fc: Tensor  # [B, D] v̄ (embedded when model.feature_embed)
+    mask: Tensor  # bool [B, N]
+
+    def rows(self, index: Tensor) -> Prepared:
+        return Prepared(self.att[index], self.p_att[index], self.fc[index], self.mask[index])
+
+
+@dataclass
+class State:
+    h1: Tensor
+    c1: Tensor
+    h2: Tensor
+    c2: Tensor
+
+    def rows(self, index: Tensor) -> State:
+        return State(self.h1[index], self.c1[index], self.h2[index], self.c2[index])
+
+    def first(self, n: int) -> State:
+        return State(self.h1[:n], self.c1[:n], self.h2[:n], self.c2[:n])
+
+
+def lstm_pointwise(gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+    """nn.LSTMCell's update from its gate pre-activations (PyTorch's order: input, forget, cell, output)."""
+    i, f, g, o = gates.chunk(4, 1)
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c), c
+
+
+class UpDown(nn.Module):
+    def __init__(self, cfg: ModelConfig, vocab_size: int, feat_dim: int):
+        super().__init__()
+        self.cfg = cfg
+        self.vocab_size = vocab_size
+        self.feat_dim = feat_dim
+        h = cfg.hidden
+        d = h if cfg.feature_embed else feat_dim
+        self.att_embed = _feature_embed(feat_dim, h, cfg.dropout) if cfg.feature_embed else None
+        self.fc_embed = _feature_embed(feat_dim, h, cfg.dropout) if cfg.feature_embed else None
+        self.embed = nn.Embedding(vocab_size, cfg.embed)
+        self.att_lstm = nn.LSTMCell(h + d + cfg.embed, h)  # input [h2_{t-1}; v̄; W_e y_{t-1}]
+        self.attention = Attention(d, h, cfg.att_hidden)
+        self.lang_lstm = nn.LSTMCell(d + h, h)  # input [v̂_t; h1_t]
+        self.logit = nn.Linear(h, vocab_size)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    # --------------------------------------------------------------------------------------------
+    # Pieces shared by training and decoding
+
+    def prepare(self, att: Tensor, mask: Tensor) -> Prepared:
+        m = mask[..., None].to(att.dtype)
+        fc = (att * m).sum(1) / m.sum(1).clamp(min=1)
+        if self.att_embed is not None:
+            att, fc = self.att_embed(att), self.fc_embed(fc)
+        return Prepared(att, self.attention.feat(att), fc, mask)
+
+    def init_state(self, n: int, like: Tensor) -> State:
+        z = like.new_zeros(n, self.cfg.hidden)
+        return State(z, z, z, z)
+
+    def _weights(self) -> dict[str, Tensor]:
+        """LSTM1's input weights split by input part; the recurrent inputs' weights joined for one matmul each."""
+        h, e = self.cfg.hidden, self.cfg.embed
+        w1 = self.att_lstm.weight_ih
+        d = w1.shape[1] - h - e
+        return {
+            "w_fc": w1[:, h : h + d],
+            "w_word": w1[:, h + d :],
+            "w_rec1": torch.cat([w1[:, :h], self.att_lstm.weight_hh], 1),  # on [h2_{t-1}; h1_{t-1}]
+            "b1": self.att_lstm.bias_ih + self.att_lstm.bias_hh,
+            "w2": torch.cat([self.lang_lstm.weight_ih, self.lang_lstm.weight_hh], 1),  # on [v̂; h1; h2_{t-1}]
+            "b2": self.lang_lstm.bias_ih + self.lang_lstm.bias_hh,
+        }
+
+    def _core(self, x1: Tensor, s: State, prep: Prepared, w: dict[str, Tensor]) -> State:
+        """One step of both LSTMs; ``x1`` is LSTM1's input pre-activation from the word and v̄ (bias included)."""
+        g1 = x1 + torch.cat([s.h2, s.h1], 1) @ w["w_rec1"].t()
+        h1, c1 = lstm_pointwise(g1, s.c1)
+        v_hat = self.attention(h1, prep.att, prep.p_att, prep.mask)
+        g2 = torch.addmm(w["b2"], torch.cat([v_hat, h1, s.h2], 1), w["w2"].t())
+        h2, c2 = lstm_pointwise(g2, s.c2)
+        return State(h1, c1, h2, c2)
+
+    def word_input(self, words: Tensor, fc_part: Tensor, w: dict[str, Tensor]) -> Tensor:
+        """LSTM1's pre-activation from the previous words [n] and the v̄ part [n, 4H]."""
+        return torch.addmm(fc_part, self.drop(self.embed(words)), w["w_word"].t())
+
+    def logprobs(self, h2: Tensor) -> Tensor:
+        return F.log_softmax(self.logit(self.drop(h2)), -1)
+
+    # --------------------------------------------------------------------------------------------
+    # Cross-entropy
+
+    def xe_loss(self, att: Tensor, mask: Tensor, captions: Tensor, lengths: Tensor) -> Tensor:
+        """Mean cross-entropy per predicted token (the words and each caption's <eos>), teacher forcing.
+
+        att [B, N, D], mask [B, N]; captions [B * S, T] (S captions per image, in image order), lengths [B * S].
+        """
+        steps_per_row = lengths + 1  # the words, then <eos>
+        order = torch.argsort(steps_per_row, descending=True, stable=True)
+        steps = steps_per_row[order]
+        caps = captions[order]
+        per_image = captions.shape[0] // att.shape[0]
+        prep = self.prepare(att, mask).rows(order // per_image)
+        w = self._weights()
+        t_max = int(steps[0])
+        inputs = F.pad(caps, (1, 0), value=EOS_ID)[:, :t_max]  # <eos> as the start token
+        x_all = torch.matmul(self.drop(self.embed(inputs)), w["w_word"].t())  # [R, T, 4H], every step at once
+        x_all = x_all + (torch.addmm(w["b1"], prep.fc, w["w_fc"].t()))[:, None]
+        active = (steps[None, :] > torch.arange(t_max, device=steps.device)[:, None]).sum(1).tolist()
+        state = self.init_state(len(order), att)
+        outputs = []
+        for t, n in enumerate(active):
+            state = self._core(x_all[:n, t], state.first(n), _first(prep, n), w)
+            outputs.append(state.h2)
+        targets = _targets(caps, steps, active)
+        return F.cross_entropy(self.logit(self.drop(torch.cat(outputs))), targets)
+
+    # --------------------------------------------------------------------------------------------
+    # Greedy and sampled decoding
+
+    def decode(self, att: Tensor, mask: Tensor, max_words: int, sample: bool = False, per_image: int = 1,
+               generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """Captions [R, max_words] (0 from the <eos> on) and the log-probability of each chosen token [R, max_words].
+
+        ``per_image`` captions for each image (rows image-major); argmax words, or drawn from the model's
+        distribution with ``sample``. A caption ends with <eos> or after ``max_words`` words; rows leave the
+        batch when they end.
+        """
+        b = att.shape[0]
+        rows = b * per_image
+        image_of_row = torch.arange(b, device=att.device).repeat_interleave(per_image)
+        prep = self.prepare(att, mask)
+        w = self._weights()
+        fc_part = torch.addmm(w["b1"], prep.fc, w["w_fc"].t())[image_of_row]
+        prep = prep.rows(image_of_row)
+        steps = max_words
+        seq = torch.zeros(rows, steps, dtype=torch.long, device=att.device)
+        chosen: list[tuple[Tensor, int, Tensor]] = []
+        live = torch.arange(rows, device=att.device)
+        state, words = self.init_state(rows, att), seq.new_zeros(rows)
+        for t in range(steps):
+            state = self._core(self.word_input(words, fc_part, w), state, prep, w)
+            logp = self.logprobs(state.h2)
+            words = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(1) if sample else logp.argmax(-1)
+            seq[live, t] = words
+            chosen.append((live, t, logp.gather(1, words[:, None]).squeeze(1)))
+            going = words != EOS_ID
+            if not bool(going.all()):
+                keep = going.nonzero().squeeze(1)
+                live, words, state = live[keep], words[keep], state.rows(keep)
+                prep, fc_part = prep.rows(keep), fc_part[keep]
+            if live.numel() == 0:
+                break
+        return seq, _scatter_logprobs(chosen, rows, steps, att)
+
+
+def _feature_embed(feat_dim: int, hidden: int, dropout: float) -> nn.Module:
+    return nn.Sequential(nn.Linear(feat_dim, hidden), nn.ReLU(), nn.Dropout(dropout))
+
+
+def _first(prep: Prepared, n: int) -> Prepared:
+    return Prepared(prep.att[:n], prep.p_att[:n], prep.fc[:n], prep.mask[:n])
+
+
+def _targets(caps: Tensor, steps: Tensor, active: list[int]) -> Tensor:
+    """The token each (row, step) of the packed loop predicts, time-major: the word, then <eos>."""
+    t_max = len(active)
+    tgt = F.pad(caps, (0, 1), value=EOS_ID)[:, :t_max].clone()
+    tgt[torch.arange(len(steps), device=caps.device), steps - 1] = EOS_ID  # the caption's <eos>
+    return torch.cat([tgt[:n, t] for t, n in enumerate(active)])
+
+
+def _scatter_logprobs(chosen: list[tuple[Tensor, int, Tensor]], rows: int, steps: int, like: Tensor) -> Tensor:
+    flat = torch.cat([live * steps + t for live, t, _ in chosen])
+    values = torch.cat([v for _, _, v in chosen])
+    out = like.new_zeros(rows * steps)
+    return out.index_put((flat,), values).view(rows, steps)
+
+
+def sequence_mask(seq: Tensor) -> Tensor:
+    """The positions of each caption's words and its <eos> (what the caption's probability covers)."""
+    ended = (seq == EOS_ID).long().cumsum(1)
+    return (ended == 0) | ((ended == 1) & (seq == EOS_ID))
