@@ -44,6 +44,7 @@ class Position:
     step: int = 0
     best: float = float("-inf")  # best validation CIDEr so far
     history: list = field(default_factory=list)
+    sums: dict = field(default_factory=dict)  # the current epoch's running sums of the logged values
 
 
 def phase_of(cfg: CaptionConfig, epoch: int) -> tuple[str, PhaseConfig, int]:
@@ -137,7 +138,7 @@ def _epoch(run: Run, opt, name: str, phase: PhaseConfig, pos: Position, stop_aft
 
     cfg = run.cfg
     batches = epoch_batches(len(run.train_set), phase.batch_size, cfg.seed, pos.epoch, skip=pos.batch)
-    sums: dict[str, float] = {}
+    sums = pos.sums
     bar = tqdm(total=len(batches) + pos.batch, initial=pos.batch, desc=f"epoch {pos.epoch + 1} {name}",
                unit="batch", disable=not cfg.progress)
     t0, done = time.perf_counter(), 0
@@ -157,7 +158,7 @@ def _epoch(run: Run, opt, name: str, phase: PhaseConfig, pos: Position, stop_aft
                 _save(run, opt, pos, os.path.join(run.out, CHECKPOINT))
     finally:
         bar.close()
-    n = max(1, len(batches))
+    n = max(1, pos.batch)
     return {key: v / n for key, v in sums.items()}
 
 
@@ -195,7 +196,7 @@ def _end_epoch(run: Run, opt, pos: Position, name: str, stats: dict, ckpt_path: 
                         "val_cider": None if np.isnan(score) else round(score, 5)})
     logger.info("epoch %d (%s) done: %s, validation CIDEr %.4f", pos.epoch + 1, name,
                 ", ".join(f"{k} {v:.4f}" for k, v in stats.items()), score)
-    pos.epoch, pos.batch = pos.epoch + 1, 0
+    pos.epoch, pos.batch, pos.sums = pos.epoch + 1, 0, {}
     if np.isnan(score) or score > pos.best:
         pos.best = score if not np.isnan(score) else pos.best
         _save_model(run, os.path.join(run.out, BEST), pos)
@@ -220,6 +221,7 @@ def _state(run: Run, pos: Position) -> dict:
         "step": pos.step,
         "best": pos.best,
         "history": json.dumps(pos.history),
+        "sums": json.dumps(pos.sums),
         "model": run.model.state_dict(),
     }
 
@@ -259,7 +261,8 @@ def _restore(run: Run, path: str) -> tuple[Position, torch.optim.Optimizer]:
     if changed:
         raise ValueError(f"cannot resume {path}: it was written with other settings ({', '.join(changed)})")
     run.model.load_state_dict(ckpt["model"])
-    pos = Position(ckpt["epoch"], ckpt["batch"], ckpt["step"], ckpt["best"], json.loads(ckpt["history"]))
+    pos = Position(ckpt["epoch"], ckpt["batch"], ckpt["step"], ckpt["best"], json.loads(ckpt["history"]),
+                   json.loads(ckpt["sums"]))
     name, phase, _ = phase_of(run.cfg, pos.epoch)
     opt = run.optimizer(phase)
     if pos.epoch < run.cfg.xe.epochs + run.cfg.scst.epochs:
