@@ -83,11 +83,17 @@ class ModelConfig:
     # False: attention and the mean-pooled input take the features as they are (Up-Down as published);
     # True: each feature goes through Linear -> ReLU -> Dropout to `hidden` first (self-critical's att_embed/fc_embed)
     feature_embed: bool = False
+    # LSTM2's input weights applied to every object once (W Σ α_i v_i = Σ α_i W v_i) instead of to v̂ at every step:
+    # auto = when an image's captions take more steps in all than it has objects; on | off (same numbers)
+    object_gates: str = "auto"
+
+    RUNTIME: ClassVar[frozenset[str]] = frozenset({"object_gates"})
 
     def __post_init__(self) -> None:
         for name in ("hidden", "att_hidden", "embed"):
             _require(getattr(self, name) >= 1, f"model.{name}={getattr(self, name)} must be >= 1")
         _require(0.0 <= self.dropout < 1.0, f"model.dropout={self.dropout} must be in [0, 1)")
+        _require(self.object_gates in ("auto", "on", "off"), f"model.object_gates={self.object_gates!r}: auto, on or off")
 
 
 @dataclass(frozen=True)

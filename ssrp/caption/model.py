@@ -41,24 +41,31 @@ class Attention(nn.Module):
         self.query = nn.Linear(hidden, att_hidden)  # W_ha
         self.score = nn.Linear(att_hidden, 1)  # w_a
 
-    def forward(self, h: Tensor, att: Tensor, p_att: Tensor, mask: Tensor) -> Tensor:
-        """h [n, H]; att [n, N, D]; p_att = W_va att [n, N, A]; mask [n, N] -> v̂ [n, D]."""
+    def weights(self, h: Tensor, p_att: Tensor, mask: Tensor) -> Tensor:
+        """h [n, H]; p_att = W_va v [n, N, A]; mask [n, N] -> α [n, N]."""
         e = torch.tanh(p_att + self.query(h)[:, None])
-        a = self.score(e).squeeze(-1).masked_fill(~mask, float("-inf"))
-        return torch.bmm(torch.softmax(a, -1)[:, None], att).squeeze(1)
+        return torch.softmax(self.score(e).squeeze(-1).masked_fill(~mask, float("-inf")), -1)
+
+    def forward(self, h: Tensor, att: Tensor, p_att: Tensor, mask: Tensor) -> Tensor:
+        """v̂ [n, D] over att [n, N, D]."""
+        return torch.bmm(self.weights(h, p_att, mask)[:, None], att).squeeze(1)
 
 
 @dataclass
 class Prepared:
-    """Per-image inputs of the recurrence, computed once: features, their projection, v̄ and mask."""
+    """Per-image inputs of the recurrence, computed once: features (or their LSTM2 gate inputs), W_va v, v̄, mask."""
 
-    att: Tensor  # [B, N, D] (embedded when model.feature_embed)
+    att: Tensor | None  # [B, N, D] (embedded when model.feature_embed); None when ``gates`` replace it
     p_att: Tensor  # [B, N, A] = W_va att
     fc: Tensor  # [B, D] v̄ (embedded when model.feature_embed)
     mask: Tensor  # bool [B, N]
+    gates: Tensor | None = None  # [B, N, 4H]: LSTM2's input weights for v̂ applied to each object
 
     def rows(self, index: Tensor) -> Prepared:
-        return Prepared(self.att[index], self.p_att[index], self.fc[index], self.mask[index])
+        return Prepared(*(None if t is None else t[index] for t in (self.att, self.p_att, self.fc, self.mask, self.gates)))
+
+    def first(self, n: int) -> Prepared:
+        return Prepared(*(None if t is None else t[:n] for t in (self.att, self.p_att, self.fc, self.mask, self.gates)))
 
 
 @dataclass
@@ -102,12 +109,21 @@ class UpDown(nn.Module):
     # --------------------------------------------------------------------------------------------
     # Pieces shared by training and decoding
 
-    def prepare(self, att: Tensor, mask: Tensor) -> Prepared:
+    def use_gates(self, steps_per_image: float, objects: int) -> bool:
+        """Whether to apply LSTM2's v̂ weights to every object once (W Σ α_i v_i = Σ α_i W v_i): it pays when an
+        image's captions take more steps in all than it has objects (``model.object_gates``)."""
+        mode = self.cfg.object_gates
+        return mode == "on" or (mode == "auto" and steps_per_image > objects)
+
+    def prepare(self, att: Tensor, mask: Tensor, gates: bool = False) -> Prepared:
         m = mask[..., None].to(att.dtype)
         fc = (att * m).sum(1) / m.sum(1).clamp(min=1)
         if self.att_embed is not None:
             att, fc = self.att_embed(att), self.fc_embed(fc)
-        return Prepared(att, self.attention.feat(att), fc, mask)
+        if not gates:
+            return Prepared(att, self.attention.feat(att), fc, mask)
+        w_v = self.lang_lstm.weight_ih[:, : att.shape[-1]]
+        return Prepared(None, self.attention.feat(att), fc, mask, torch.matmul(att, w_v.t()))
 
     def init_state(self, n: int, like: Tensor) -> State:
         z = like.new_zeros(n, self.cfg.hidden)
@@ -124,6 +140,7 @@ class UpDown(nn.Module):
             "w_rec1": torch.cat([w1[:, :h], self.att_lstm.weight_hh], 1),  # on [h2_{t-1}; h1_{t-1}]
             "b1": self.att_lstm.bias_ih + self.att_lstm.bias_hh,
             "w2": torch.cat([self.lang_lstm.weight_ih, self.lang_lstm.weight_hh], 1),  # on [v̂; h1; h2_{t-1}]
+            "w2_rest": torch.cat([self.lang_lstm.weight_ih[:, -h:], self.lang_lstm.weight_hh], 1),  # on [h1; h2_{t-1}]
             "b2": self.lang_lstm.bias_ih + self.lang_lstm.bias_hh,
         }
 
@@ -131,8 +148,13 @@ class UpDown(nn.Module):
         """One step of both LSTMs; ``x1`` is LSTM1's input pre-activation from the word and v̄ (bias included)."""
         g1 = x1 + torch.cat([s.h2, s.h1], 1) @ w["w_rec1"].t()
         h1, c1 = lstm_pointwise(g1, s.c1)
-        v_hat = self.attention(h1, prep.att, prep.p_att, prep.mask)
-        g2 = torch.addmm(w["b2"], torch.cat([v_hat, h1, s.h2], 1), w["w2"].t())
+        alpha = self.attention.weights(h1, prep.p_att, prep.mask)
+        if prep.gates is None:
+            v_hat = torch.bmm(alpha[:, None], prep.att).squeeze(1)
+            g2 = torch.addmm(w["b2"], torch.cat([v_hat, h1, s.h2], 1), w["w2"].t())
+        else:
+            g2 = torch.addmm(w["b2"], torch.cat([h1, s.h2], 1), w["w2_rest"].t())
+            g2 = g2 + torch.bmm(alpha[:, None], prep.gates).squeeze(1)
         h2, c2 = lstm_pointwise(g2, s.c2)
         return State(h1, c1, h2, c2)
 
@@ -156,7 +178,8 @@ class UpDown(nn.Module):
         steps = steps_per_row[order]
         caps = captions[order]
         per_image = captions.shape[0] // att.shape[0]
-        prep = self.prepare(att, mask).rows(order // per_image)
+        gates = self.use_gates(per_image * float(steps_per_row.float().mean()), att.shape[1])
+        prep = self.prepare(att, mask, gates).rows(order // per_image)
         w = self._weights()
         t_max = int(steps[0])
         inputs = F.pad(caps, (1, 0), value=EOS_ID)[:, :t_max]  # <eos> as the start token
@@ -166,7 +189,7 @@ class UpDown(nn.Module):
         state = self.init_state(len(order), att)
         outputs = []
         for t, n in enumerate(active):
-            state = self._core(x_all[:n, t], state.first(n), _first(prep, n), w)
+            state = self._core(x_all[:n, t], state.first(n), prep.first(n), w)
             outputs.append(state.h2)
         targets = _targets(caps, steps, active)
         return F.cross_entropy(self.logit(self.drop(torch.cat(outputs))), targets)
@@ -185,7 +208,7 @@ class UpDown(nn.Module):
         b = att.shape[0]
         rows = b * per_image
         image_of_row = torch.arange(b, device=att.device).repeat_interleave(per_image)
-        prep = self.prepare(att, mask)
+        prep = self.prepare(att, mask, self.use_gates(per_image * max_words, att.shape[1]))
         w = self._weights()
         fc_part = torch.addmm(w["b1"], prep.fc, w["w_fc"].t())[image_of_row]
         prep = prep.rows(image_of_row)
@@ -212,10 +235,6 @@ class UpDown(nn.Module):
 
 def _feature_embed(feat_dim: int, hidden: int, dropout: float) -> nn.Module:
     return nn.Sequential(nn.Linear(feat_dim, hidden), nn.ReLU(), nn.Dropout(dropout))
-
-
-def _first(prep: Prepared, n: int) -> Prepared:
-    return Prepared(prep.att[:n], prep.p_att[:n], prep.fc[:n], prep.mask[:n])
 
 
 def _targets(caps: Tensor, steps: Tensor, active: list[int]) -> Tensor:

@@ -5,6 +5,7 @@ import os
 import shutil
 
 import pytest
+import torch
 
 from ssrp.cli import main
 
@@ -12,9 +13,12 @@ from ssrp.cli import main
 @pytest.fixture(scope="module")
 def ssrp_run(planted, ssrp_visual, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("cli") / "run")
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
     rc = main(["-q", "caption", "train", "--karpathy", planted["karpathy"], "--features", planted["corpus"],
                "--ssrp", ssrp_visual, "--out", out, "--preset", "tiny", "--set", "xe.epochs=12", "--no-progress",
                "--device", "cpu"])
+    torch.set_num_threads(old)
     assert rc == 0
     return out
 

@@ -13,9 +13,9 @@ from ssrp.caption.model import UpDown, sequence_mask
 V, D = 13, 10
 
 
-def _model(feature_embed=False, seed=0):
+def _model(feature_embed=False, seed=0, gates="auto"):
     torch.manual_seed(seed)
-    cfg = ModelConfig(hidden=24, att_hidden=16, embed=12, dropout=0.0, feature_embed=feature_embed)
+    cfg = ModelConfig(hidden=24, att_hidden=16, embed=12, dropout=0.0, feature_embed=feature_embed, object_gates=gates)
     model = UpDown(cfg, V, D).eval()
     with torch.no_grad():  # larger output weights: peaked, varied distributions
         model.logit.weight.mul_(20)
@@ -57,9 +57,10 @@ def _reference_loss(model, att, mask, captions, lengths):
     return total / count
 
 
+@pytest.mark.parametrize("gates", ["on", "off"])
 @pytest.mark.parametrize("feature_embed", [False, True])
-def test_xe_loss_and_gradients_equal_the_step_by_step_lstm_cells(feature_embed):
-    model = _model(feature_embed)
+def test_xe_loss_and_gradients_equal_the_step_by_step_lstm_cells(feature_embed, gates):
+    model = _model(feature_embed, gates=gates)
     att, mask = _inputs()
     g = torch.Generator().manual_seed(2)
     captions = torch.randint(1, V, (6, 7), generator=g)
@@ -89,8 +90,9 @@ def _reference_greedy(model, att, mask, steps):
     return seq, total
 
 
-def test_greedy_decoding_equals_the_step_by_step_argmax_and_beam_one():
-    model = _model()
+@pytest.mark.parametrize("gates", ["on", "off"])
+def test_greedy_decoding_equals_the_step_by_step_argmax_and_beam_one(gates):
+    model = _model(gates=gates)
     att, mask = _inputs(b=4)
     with torch.no_grad():
         seq, logp = model.decode(att, mask, 8)
@@ -125,9 +127,10 @@ def _reference_beam(model, att, mask, k, steps):
     return out
 
 
+@pytest.mark.parametrize("gates", ["on", "off"])
 @pytest.mark.parametrize("k", [2, 3])
-def test_batched_beam_search_finds_the_reference_beam_search_captions(k):
-    model = _model(seed=3)
+def test_batched_beam_search_finds_the_reference_beam_search_captions(k, gates):
+    model = _model(seed=3, gates=gates)
     att, mask = _inputs(b=4, seed=4)
     with torch.no_grad():
         seq, score = beam_search(model, att, mask, k, 6)

@@ -87,7 +87,7 @@ def test_scst_raises_the_cider_d_reward_it_optimises(planted, early_xe_run):
     every = np.arange(len(train_set))
     before = _expected_reward(model, maker, scorer, every)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    for epoch in range(10):
+    for epoch in range(16):
         for index in epoch_batches(len(train_set), 8, 0, epoch):
             batch = maker(index, epoch)
             res = scst_step(model, batch.att, batch.mask, [train_set.references(int(i)) for i in index], scorer, 5, 16)
@@ -95,7 +95,7 @@ def test_scst_raises_the_cider_d_reward_it_optimises(planted, early_xe_run):
             res.loss.backward()
             opt.step()
     after = _expected_reward(model, maker, scorer, every)
-    assert after > before + 0.25 and after > 1.3 * before, (before, after)
+    assert after > before + 0.3 and after > 1.35 * before, (before, after)
 
 
 def test_a_stopped_run_resumes_to_the_weights_of_an_uninterrupted_run(planted, tmp_path):
