@@ -34,7 +34,7 @@ def beam_search(model: UpDown, att: Tensor, mask: Tensor, beam_size: int, max_wo
     """The best caption of each image [B, max_words] (0 from its <eos> on) and its log-probability [B]."""
     b, k, device = att.shape[0], beam_size, att.device
     w = model._weights()
-    prep = model.prepare(att, mask, model.use_gates(k * max_words, att.shape[1]))
+    prep = model.prepare(att, mask, model.use_gates(k * max_words, att.shape[1]), w)
     rows = torch.arange(b, device=device).repeat_interleave(k)
     fc_part = torch.addmm(w["b1"], prep.fc, w["w_fc"].t())[rows]
     prep = prep.rows(rows)

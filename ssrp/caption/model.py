@@ -64,8 +64,10 @@ class Prepared:
     def rows(self, index: Tensor) -> Prepared:
         return Prepared(*(None if t is None else t[index] for t in (self.att, self.p_att, self.fc, self.mask, self.gates)))
 
-    def first(self, n: int) -> Prepared:
-        return Prepared(*(None if t is None else t[:n] for t in (self.att, self.p_att, self.fc, self.mask, self.gates)))
+    def prefixes(self, sizes: list[int]) -> list[Prepared]:
+        """``[:n]`` of every field for each n (one gradient buffer per field, not one per slice)."""
+        fields = [None if t is None else prefix_slices(t, sizes) for t in (self.att, self.p_att, self.fc, self.mask, self.gates)]
+        return [Prepared(*(None if f is None else f[k] for f in fields)) for k in range(len(sizes))]
 
 
 @dataclass
@@ -80,6 +82,30 @@ class State:
 
     def first(self, n: int) -> State:
         return State(self.h1[:n], self.c1[:n], self.h2[:n], self.c2[:n])
+
+
+class _PrefixSlices(torch.autograd.Function):
+    """``x[:n]`` for each n; the backward adds every slice's gradient into one buffer. (Slicing a tensor once per
+    step would give each step's gradient the tensor's full size, zero-filled and then summed.)"""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, *sizes: int):
+        ctx.shape, ctx.sizes = x.shape, sizes
+        return tuple(x[:n] for n in sizes)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        out = grads[0].new_zeros(ctx.shape)
+        for n, g in zip(ctx.sizes, grads, strict=True):
+            if g is not None:
+                out[:n] += g
+        return (out, *([None] * len(ctx.sizes)))
+
+
+def prefix_slices(x: Tensor, sizes: list[int]) -> list[Tensor]:
+    if not x.requires_grad or x.dtype == torch.bool:
+        return [x[:n] for n in sizes]
+    return list(_PrefixSlices.apply(x, *sizes))
 
 
 def lstm_pointwise(gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
@@ -115,14 +141,14 @@ class UpDown(nn.Module):
         mode = self.cfg.object_gates
         return mode == "on" or (mode == "auto" and steps_per_image > objects)
 
-    def prepare(self, att: Tensor, mask: Tensor, gates: bool = False) -> Prepared:
+    def prepare(self, att: Tensor, mask: Tensor, gates: bool = False, w: dict[str, Tensor] | None = None) -> Prepared:
         m = mask[..., None].to(att.dtype)
         fc = (att * m).sum(1) / m.sum(1).clamp(min=1)
         if self.att_embed is not None:
             att, fc = self.att_embed(att), self.fc_embed(fc)
         if not gates:
             return Prepared(att, self.attention.feat(att), fc, mask)
-        w_v = self.lang_lstm.weight_ih[:, : att.shape[-1]]
+        w_v = (w or self._weights())["w2_v"]
         return Prepared(None, self.attention.feat(att), fc, mask, torch.matmul(att, w_v.t()))
 
     def init_state(self, n: int, like: Tensor) -> State:
@@ -130,17 +156,20 @@ class UpDown(nn.Module):
         return State(z, z, z, z)
 
     def _weights(self) -> dict[str, Tensor]:
-        """LSTM1's input weights split by input part; the recurrent inputs' weights joined for one matmul each."""
-        h, e = self.cfg.hidden, self.cfg.embed
-        w1 = self.att_lstm.weight_ih
-        d = w1.shape[1] - h - e
+        """LSTM1's input weights split by input part; the recurrent inputs' weights joined for one matmul each.
+        (``split``, not slicing: its backward joins the parts' gradients instead of zero-filling one per slice.)"""
+        h = self.cfg.hidden
+        w1_h2, w1_fc, w1_word = self.att_lstm.weight_ih.split([h, self.att_lstm.input_size - h - self.cfg.embed,
+                                                               self.cfg.embed], 1)
+        w2_v, w2_h1 = self.lang_lstm.weight_ih.split([self.lang_lstm.input_size - h, h], 1)
         return {
-            "w_fc": w1[:, h : h + d],
-            "w_word": w1[:, h + d :],
-            "w_rec1": torch.cat([w1[:, :h], self.att_lstm.weight_hh], 1),  # on [h2_{t-1}; h1_{t-1}]
+            "w_fc": w1_fc,
+            "w_word": w1_word,
+            "w_rec1": torch.cat([w1_h2, self.att_lstm.weight_hh], 1),  # on [h2_{t-1}; h1_{t-1}]
             "b1": self.att_lstm.bias_ih + self.att_lstm.bias_hh,
             "w2": torch.cat([self.lang_lstm.weight_ih, self.lang_lstm.weight_hh], 1),  # on [v̂; h1; h2_{t-1}]
-            "w2_rest": torch.cat([self.lang_lstm.weight_ih[:, -h:], self.lang_lstm.weight_hh], 1),  # on [h1; h2_{t-1}]
+            "w2_v": w2_v,
+            "w2_rest": torch.cat([w2_h1, self.lang_lstm.weight_hh], 1),  # on [h1; h2_{t-1}]
             "b2": self.lang_lstm.bias_ih + self.lang_lstm.bias_hh,
         }
 
@@ -179,8 +208,8 @@ class UpDown(nn.Module):
         caps = captions[order]
         per_image = captions.shape[0] // att.shape[0]
         gates = self.use_gates(per_image * float(steps_per_row.float().mean()), att.shape[1])
-        prep = self.prepare(att, mask, gates).rows(order // per_image)
         w = self._weights()
+        prep = self.prepare(att, mask, gates, w).rows(order // per_image)
         t_max = int(steps[0])
         inputs = F.pad(caps, (1, 0), value=EOS_ID)[:, :t_max]  # <eos> as the start token
         x_all = torch.matmul(self.drop(self.embed(inputs)), w["w_word"].t())  # [R, T, 4H], every step at once
@@ -188,8 +217,8 @@ class UpDown(nn.Module):
         active = (steps[None, :] > torch.arange(t_max, device=steps.device)[:, None]).sum(1).tolist()
         state = self.init_state(len(order), att)
         outputs = []
-        for t, n in enumerate(active):
-            state = self._core(x_all[:n, t], state.first(n), prep.first(n), w)
+        for n, x, p in zip(active, x_all.unbind(1), prep.prefixes(active), strict=True):
+            state = self._core(x[:n], state.first(n), p, w)
             outputs.append(state.h2)
         targets = _targets(caps, steps, active)
         return F.cross_entropy(self.logit(self.drop(torch.cat(outputs))), targets)
@@ -208,8 +237,8 @@ class UpDown(nn.Module):
         b = att.shape[0]
         rows = b * per_image
         image_of_row = torch.arange(b, device=att.device).repeat_interleave(per_image)
-        prep = self.prepare(att, mask, self.use_gates(per_image * max_words, att.shape[1]))
         w = self._weights()
+        prep = self.prepare(att, mask, self.use_gates(per_image * max_words, att.shape[1]), w)
         fc_part = torch.addmm(w["b1"], prep.fc, w["w_fc"].t())[image_of_row]
         prep = prep.rows(image_of_row)
         steps = max_words
