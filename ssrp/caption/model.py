@@ -231,8 +231,8 @@ class UpDown(nn.Module):
         """Captions [R, max_words] (0 from the <eos> on) and the log-probability of each chosen token [R, max_words].
 
         ``per_image`` captions for each image (rows image-major); argmax words, or drawn from the model's
-        distribution with ``sample``. A caption ends with <eos> or after ``max_words`` words; rows leave the
-        batch when they end.
+        distribution with ``sample``. A caption ends with <eos> or after ``max_words`` words; ended rows leave
+        the batch once a quarter of it has ended.
         """
         b = att.shape[0]
         rows = b * per_image
@@ -244,21 +244,24 @@ class UpDown(nn.Module):
         steps = max_words
         seq = torch.zeros(rows, steps, dtype=torch.long, device=att.device)
         chosen: list[tuple[Tensor, int, Tensor]] = []
-        live = torch.arange(rows, device=att.device)
+        live = torch.arange(rows, device=att.device)  # the batch's rows still computed
+        going = torch.ones(rows, dtype=torch.bool, device=att.device)  # ... and which of them have not ended
         state, words = self.init_state(rows, att), seq.new_zeros(rows)
         for t in range(steps):
             state = self._core(self.word_input(words, fc_part, w), state, prep, w)
             logp = self.logprobs(state.h2)
             words = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(1) if sample else logp.argmax(-1)
-            seq[live, t] = words
-            chosen.append((live, t, logp.gather(1, words[:, None]).squeeze(1)))
-            going = words != EOS_ID
-            if not bool(going.all()):
-                keep = going.nonzero().squeeze(1)
-                live, words, state = live[keep], words[keep], state.rows(keep)
-                prep, fc_part = prep.rows(keep), fc_part[keep]
-            if live.numel() == 0:
+            words = words.masked_fill(~going, EOS_ID)
+            seq[live[going], t] = words[going]
+            chosen.append((live[going], t, logp.gather(1, words[:, None]).squeeze(1)[going]))
+            going = going & (words != EOS_ID)
+            n = int(going.sum())
+            if n == 0:
                 break
+            if n <= 0.75 * len(going):  # drop the ended rows (not at every end: each drop costs a gather and its gradient)
+                keep = going.nonzero().squeeze(1)
+                live, words, state, going = live[keep], words[keep], state.rows(keep), going[keep]
+                prep, fc_part = prep.rows(keep), fc_part[keep]
         return seq, _scatter_logprobs(chosen, rows, steps, att)
 
 
