@@ -96,11 +96,11 @@ demo: install
 	$(SSRP) retrieve --ckpt demo-out/run2/checkpoint.pt --corpus demo-out/corpus --coco demo-out/coco --out demo-out/eval/retrieval
 	$(SSRP) export --ckpt demo-out/run2/checkpoint.pt --stage1 demo-out/run1/checkpoint.pt --corpus demo-out/corpus --out demo-out/eval/features.h5
 	# captioning (Table 5) needs SSRP-Visual, whose object states do not depend on the caption
-	$(SSRP) caption split --coco demo-out/coco --out demo-out/caption/dataset_coco.json --val 1 --test 2
+	$(SSRP) caption split --coco demo-out/coco --out demo-out/caption/dataset_coco.json --val 2 --test 2
 	$(SSRP) -q train stage1 --variant visual --corpus demo-out/corpus --out demo-out/run1v --bert demo-out/models/bert --preset tiny
 	$(SSRP) -q train stage2 --variant visual --corpus demo-out/corpus --out demo-out/run2v --init demo-out/run1v/checkpoint.pt --preset tiny
 	$(SSRP) caption train --karpathy demo-out/caption/dataset_coco.json --features demo-out/corpus --ssrp demo-out/run2v/checkpoint.pt \
-	    --out demo-out/caption/run --preset tiny --set xe.epochs=40
+	    --out demo-out/caption/run --preset tiny --set xe.epochs=50 --set xe.batch_size=2
 	$(SSRP) caption eval --run demo-out/caption/run --split test --json demo-out/caption/test_metrics.json --results demo-out/caption/captions_test.json
 	@echo "demo done: corpus in demo-out/corpus, runs in demo-out/run1 and run2, figures in demo-out/eval/, captions in demo-out/caption/"
 

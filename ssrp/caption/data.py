@@ -156,9 +156,7 @@ class BatchMaker:
         t = self.captions.captions[0].shape[1] if len(self.captions) else 1
         caps = np.zeros((len(index) * s, t), dtype=np.int64)
         lens = np.zeros(len(index) * s, dtype=np.int64)
-        for b, i in enumerate(index):
-            if not s:
-                break
+        for b, i in enumerate(index if s else ()):
             rng = np.random.default_rng((self.seed, epoch, int(i)))
             pick = draw_captions(len(self.captions.lengths[i]), s, rng)
             caps[b * s : (b + 1) * s] = self.captions.captions[i][pick]

@@ -36,6 +36,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from ssrp.caption.config import FeatureConfig
 from ssrp.config import config_hash, to_dict
@@ -167,8 +168,6 @@ class SSRPObjects:
     """A stage-2 checkpoint's encoder and visual probe, run on images alone."""
 
     def __init__(self, ckpt_path: str, device: str = "auto"):
-        import torch
-
         from ssrp.eval.inference import pick_device, train_config_of
         from ssrp.train.checkpoint import load_checkpoint
         from ssrp.train.steps import Stage2Model
@@ -185,7 +184,6 @@ class SSRPObjects:
         self.model = model.to(self.device).eval()
         self.cfg = cfg
         self.path = ckpt_path
-        self.torch = torch
 
     @property
     def feature_dim(self) -> int:
@@ -193,7 +191,6 @@ class SSRPObjects:
 
     def __call__(self, batch: list[Objects]) -> list[tuple[np.ndarray, np.ndarray]]:
         """(V [n, H], R_v [n, n]) of each image."""
-        torch = self.torch
         feats, boxes, mask = _pad_objects(batch)
         b = len(batch)
         ids = torch.tensor([[101, 102]] * b) if self.cfg.model.vocab_size > 102 else torch.ones((b, 2), dtype=torch.long)

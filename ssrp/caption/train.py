@@ -71,6 +71,9 @@ class Run:
         self.val_images = select_split(images, "val")[: cfg.decode.val_images or None]
         if not train_images:
             raise ValueError(f"{karpathy}: no training images (split 'train'{' or restval' if cfg.data.restval else ''})")
+        if len(self.val_images) < 2:
+            logger.warning("%d validation images: CIDEr needs at least 2 (its idf is 0 with one), so best.pt is "
+                           "the last epoch's model", len(self.val_images))
         self.vocab = self._vocab(train_images)
         all_ids = [img.image_id for img in images]
         cache = ensure_cache(cfg.features, features, ssrp, all_ids, out, cfg.device, cfg.progress)
@@ -182,8 +185,8 @@ def _step(run: Run, opt, name: str, phase: PhaseConfig, batch) -> dict[str, floa
 
 
 def validate(run: Run) -> float:
-    """Greedy CIDEr on the validation images (in-process); nan without validation images."""
-    if not run.val_images:
+    """Greedy CIDEr on the validation images (in-process); nan with fewer than two (CIDEr's idf is then 0)."""
+    if len(run.val_images) < 2:
         return float("nan")
     ids = [img.image_id for img in run.val_images]
     seqs = decode_images(run.model, run.store, ids, run.cfg.data.max_length, 1, run.cfg.decode.batch_size, run.device)
@@ -197,7 +200,7 @@ def _end_epoch(run: Run, opt, pos: Position, name: str, stats: dict, ckpt_path: 
     logger.info("epoch %d (%s) done: %s, validation CIDEr %.4f", pos.epoch + 1, name,
                 ", ".join(f"{k} {v:.4f}" for k, v in stats.items()), score)
     pos.epoch, pos.batch, pos.sums = pos.epoch + 1, 0, {}
-    if np.isnan(score) or score > pos.best:
+    if np.isnan(score) or score >= pos.best:  # ties: the later epoch
         pos.best = score if not np.isnan(score) else pos.best
         _save_model(run, os.path.join(run.out, BEST), pos)
     _save(run, opt, pos, ckpt_path)

@@ -39,10 +39,10 @@ def early_xe_run(planted, tmp_path_factory):
     return _xe(planted, tmp_path_factory, 5)
 
 
-def _test_cider(model, store, planted):
+def _test_captions(model, store, planted):
+    """Beam-search captions (beam 3) of the 16 held-out test images."""
     images = select_split(load_karpathy(planted["karpathy"]), "test")
-    vocab_model = model
-    seqs = decode_images(vocab_model, store, [i.image_id for i in images], 16, 3, 16, torch.device("cpu"))
+    seqs = decode_images(model, store, [i.image_id for i in images], 16, 3, 16, torch.device("cpu"))
     return seqs, images
 
 
@@ -50,11 +50,11 @@ def test_the_model_learns_to_caption_held_out_images_of_the_planted_pattern(plan
     out, summary = xe_run
     model, vocab, cfg, inputs = load_model(os.path.join(out, CHECKPOINT), torch.device("cpu"))
     store = FeatureStore(inputs["cache"])
-    seqs, images = _test_cider(model, store, planted)
+    seqs, images = _test_captions(model, store, planted)
     trained = quick_cider(seqs, images, vocab, 16)
     torch.manual_seed(0)
     untrained_model = UpDown(cfg.model, len(vocab), store.dim).eval()
-    untrained = quick_cider(_test_cider(untrained_model, store, planted)[0], images, vocab, 16)
+    untrained = quick_cider(_test_captions(untrained_model, store, planted)[0], images, vocab, 16)
     assert trained > 2.0 and trained > untrained + 1.5, (trained, untrained)
     # most held-out captions name the planted object's colour and shape
     truth = {img["image_id"]: (img["colour"], img["shape"]) for img in planted["images"]}
