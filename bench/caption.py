@@ -10,16 +10,18 @@ What the baseline does, as the reference does it:
   through ``[h2; v̄; x_t] -> LSTMCell``, attention (softmax, then mask and renormalise), ``LSTMCell``,
   output layer and log-softmax into a [R, T, V] tensor; the loss gathered from it after the loop;
 * SCST: a greedy pass (evaluation mode) and a sampled pass (training mode) of ``_sample``: the whole
-  batch every step, log-probabilities kept as [R, T, V]; the reward from the ``ciderD`` scorer's design
+  batch every step, log-probabilities kept as [R, T, V] with their graph; the reward from the ``ciderD`` scorer's design
   (per caption n-gram dictionaries, each reference re-vectorised for every candidate, with the training
   document frequencies of ``coco-train-idxs``); ``RewardCriterion``;
 * beam search: ``_sample_beam`` + ``beam_search`` (group size 1): all images' beams in one model step,
   candidates fully sorted, ``beam_seq_logprobs`` [N, b, t, V] carried along, and per step a Python loop
   over the images and beams that moves ended beams out; always ``max_words`` steps.
 
-Ours: ``UpDown.xe_loss``, ``scst_step`` with the vectorised CIDEr-D, ``beam_search`` (ssrp.caption).
+Ours: ``UpDown.xe_loss``, ``scst_step`` (sampling without gradients, then the samples scored by teacher
+forcing with the dropout masks the sampling drew) with the vectorised CIDEr-D, ``beam_search`` (ssrp.caption).
 Outputs are compared before timing: the XE loss and every gradient, the greedy captions, the rewards of
-the same sampled captions, the policy loss of the same samples, the beam captions and their scores.
+the same sampled captions, our teacher-forced log-probabilities of the reference's samples against the ones
+its loop computed, the policy loss of the same samples, the beam captions and their scores.
 Timings alternate ours and the baseline (A, B, A, B, ...) in one process; medians and bests are
 reported, and ratios are baseline time / our time.
 
@@ -424,11 +426,15 @@ def _check_scst(model, att, mask, gts, ours_scorer, base_scorer, samples) -> dic
     base_adv = sc_rewards(base_scorer, g, s, gts)
     assert np.allclose(adv, base_adv, atol=1e-9), np.abs(adv - base_adv).max()
     chosen = seq_logprobs.gather(2, seq[..., None]).squeeze(2) * sequence_mask(seq)
+    w = model._weights()
+    rescored = model.sequence_logprobs(model.prepare(att, mask, False, w), samples, seq, w).detach()
+    assert torch.allclose(rescored, chosen, atol=1e-4), float((rescored - chosen).abs().max())
     ours_loss = policy_loss(chosen, seq, torch.as_tensor(adv, dtype=torch.float32))
     base_loss = sc_reward_criterion(seq_logprobs, seq, torch.as_tensor(base_adv, dtype=torch.float32))
     assert torch.allclose(ours_loss, base_loss, rtol=1e-5, atol=1e-6), (float(ours_loss), float(base_loss))
     model.train()
     return {"samples": s, "greedy": g, "max_reward_diff": float(np.abs(adv - base_adv).max()),
+            "max_token_logprob_diff": float((rescored - chosen).abs().max()),
             "mean_sample_cider_d": round(float(sample_scores.mean()), 4),
             "mean_greedy_words": round(float(np.mean([len(with_eos(x)) - (x == 0).any() for x in g])), 2),
             "mean_sample_words": round(float(np.mean([len(with_eos(x)) - (x == 0).any() for x in s])), 2)}

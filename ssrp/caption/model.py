@@ -195,93 +195,144 @@ class UpDown(nn.Module):
         return F.log_softmax(self.logit(self.drop(h2)), -1)
 
     # --------------------------------------------------------------------------------------------
-    # Cross-entropy
+    # Teacher forcing: cross-entropy, and the log-probabilities of given captions
+
+    def _teacher_forced(self, prep: Prepared, per_image: int, captions: Tensor, lengths: Tensor, ended: Tensor,
+                        w: dict[str, Tensor], masks: Masks | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """h2 (after dropout) at every predicted token, packed time-major, with its target, row and step.
+
+        A row predicts its words, then <eos> where ``ended``. ``masks``: the dropout masks to use (those a
+        sampling pass drew), instead of fresh dropout.
+        """
+        steps_per_row = lengths + ended.long()
+        order = torch.argsort(steps_per_row, descending=True, stable=True)
+        steps = steps_per_row[order]
+        caps = captions[order]
+        prep = prep.rows(order // per_image)
+        t_max = int(steps[0])
+        inputs = F.pad(caps, (1, 0), value=EOS_ID)[:, :t_max]  # <eos> as the start token
+        emb = self.embed(inputs)
+        emb = self.drop(emb) if masks is None else emb * masks.emb[order, :t_max]
+        x_all = torch.matmul(emb, w["w_word"].t())  # [R, T, 4H], every step at once
+        x_all = x_all + (torch.addmm(w["b1"], prep.fc, w["w_fc"].t()))[:, None]
+        active = (steps[None, :] > torch.arange(t_max, device=steps.device)[:, None]).sum(1).tolist()
+        state = self.init_state(len(order), prep.fc)
+        outputs = []
+        for n, x, p in zip(active, x_all.unbind(1), prep.prefixes(active), strict=True):
+            state = self._core(x[:n], state.first(n), p, w)
+            outputs.append(state.h2)
+        rows = torch.cat([order[:n] for n in active])
+        step = torch.cat([torch.full((n,), t, device=order.device) for t, n in enumerate(active)])
+        h2 = torch.cat(outputs)
+        h2 = self.drop(h2) if masks is None else h2 * masks.out[rows, step]
+        targets = F.pad(caps, (0, 1), value=EOS_ID)[:, :t_max]  # the words, then <eos> (captions are 0-padded)
+        return h2, torch.cat([targets[:n, t] for t, n in enumerate(active)]), rows, step
 
     def xe_loss(self, att: Tensor, mask: Tensor, captions: Tensor, lengths: Tensor) -> Tensor:
         """Mean cross-entropy per predicted token (the words and each caption's <eos>), teacher forcing.
 
         att [B, N, D], mask [B, N]; captions [B * S, T] (S captions per image, in image order), lengths [B * S].
         """
-        steps_per_row = lengths + 1  # the words, then <eos>
-        order = torch.argsort(steps_per_row, descending=True, stable=True)
-        steps = steps_per_row[order]
-        caps = captions[order]
         per_image = captions.shape[0] // att.shape[0]
-        gates = self.use_gates(per_image * float(steps_per_row.float().mean()), att.shape[1])
         w = self._weights()
-        prep = self.prepare(att, mask, gates, w).rows(order // per_image)
-        t_max = int(steps[0])
-        inputs = F.pad(caps, (1, 0), value=EOS_ID)[:, :t_max]  # <eos> as the start token
-        x_all = torch.matmul(self.drop(self.embed(inputs)), w["w_word"].t())  # [R, T, 4H], every step at once
-        x_all = x_all + (torch.addmm(w["b1"], prep.fc, w["w_fc"].t()))[:, None]
-        active = (steps[None, :] > torch.arange(t_max, device=steps.device)[:, None]).sum(1).tolist()
-        state = self.init_state(len(order), att)
-        outputs = []
-        for n, x, p in zip(active, x_all.unbind(1), prep.prefixes(active), strict=True):
-            state = self._core(x[:n], state.first(n), p, w)
-            outputs.append(state.h2)
-        targets = _targets(caps, steps, active)
-        return F.cross_entropy(self.logit(self.drop(torch.cat(outputs))), targets)
+        gates = self.use_gates(per_image * (float(lengths.float().mean()) + 1), att.shape[1])
+        prep = self.prepare(att, mask, gates, w)
+        h2, targets, _, _ = self._teacher_forced(prep, per_image, captions, lengths, torch.ones_like(lengths, dtype=torch.bool), w)
+        return F.cross_entropy(self.logit(h2), targets)
+
+    def sequence_logprobs(self, prep: Prepared, per_image: int, seq: Tensor, w: dict[str, Tensor],
+                          masks: Masks | None = None) -> Tensor:
+        """log p of each token of decoded captions ``seq`` [R, T] (words, then <eos> where it ended), 0 elsewhere."""
+        lengths = (seq != EOS_ID).long().cumprod(1).sum(1)
+        ended = lengths < seq.shape[1]
+        h2, targets, rows, step = self._teacher_forced(prep, per_image, seq, lengths, ended, w, masks)
+        logp = F.log_softmax(self.logit(h2), -1).gather(1, targets[:, None]).squeeze(1)
+        return logp.new_zeros(seq.shape).index_put((rows, step), logp)
 
     # --------------------------------------------------------------------------------------------
     # Greedy and sampled decoding
+
+    def draw_masks(self, rows: int, steps: int, like: Tensor, generator: torch.Generator | None = None) -> Masks | None:
+        """Dropout masks of a decoding pass in training mode (None in evaluation mode or without dropout)."""
+        p = self.cfg.dropout
+        if not self.training or p == 0:
+            return None
+        keep = 1.0 - p
+
+        def draw(width: int) -> Tensor:
+            return torch.bernoulli(like.new_full((rows, steps, width), keep), generator=generator) / keep
+
+        return Masks(draw(self.cfg.embed), draw(self.cfg.hidden))
 
     def decode(self, att: Tensor, mask: Tensor, max_words: int, sample: bool = False, per_image: int = 1,
                generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """Captions [R, max_words] (0 from the <eos> on) and the log-probability of each chosen token [R, max_words].
 
         ``per_image`` captions for each image (rows image-major); argmax words, or drawn from the model's
-        distribution with ``sample``. A caption ends with <eos> or after ``max_words`` words; ended rows leave
-        the batch once a quarter of it has ended.
+        distribution with ``sample``. A caption ends with <eos> or after ``max_words`` words.
+
+        With gradients on, the captions are decoded without them, then scored by teacher forcing with the
+        dropout masks the decoding drew: the same log-probabilities, with one pass of the output layer over
+        every token instead of one per step.
         """
-        b = att.shape[0]
-        rows = b * per_image
-        image_of_row = torch.arange(b, device=att.device).repeat_interleave(per_image)
         w = self._weights()
         prep = self.prepare(att, mask, self.use_gates(per_image * max_words, att.shape[1]), w)
+        masks = self.draw_masks(att.shape[0] * per_image, max_words, att, generator)
+        with torch.no_grad():
+            seq, logp = self._decode(_detached(prep), _detached(w), per_image, max_words, sample, generator, masks)
+        if torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()):
+            logp = self.sequence_logprobs(prep, per_image, seq, w, masks)
+        return seq, logp
+
+    def _decode(self, prep: Prepared, w: dict[str, Tensor], per_image: int, steps: int, sample: bool,
+                generator: torch.Generator | None, masks: Masks | None) -> tuple[Tensor, Tensor]:
+        """The decoding loop; ended rows leave the batch once a quarter of it has ended."""
+        rows = prep.fc.shape[0] * per_image
+        device = prep.fc.device
+        image_of_row = torch.arange(prep.fc.shape[0], device=device).repeat_interleave(per_image)
         fc_part = torch.addmm(w["b1"], prep.fc, w["w_fc"].t())[image_of_row]
         prep = prep.rows(image_of_row)
-        steps = max_words
-        seq = torch.zeros(rows, steps, dtype=torch.long, device=att.device)
-        chosen: list[tuple[Tensor, int, Tensor]] = []
-        live = torch.arange(rows, device=att.device)  # the batch's rows still computed
-        going = torch.ones(rows, dtype=torch.bool, device=att.device)  # ... and which of them have not ended
-        state, words = self.init_state(rows, att), seq.new_zeros(rows)
+        seq = torch.zeros(rows, steps, dtype=torch.long, device=device)
+        logps = torch.zeros(rows, steps, device=device)
+        live = torch.arange(rows, device=device)  # the batch's rows still computed
+        going = torch.ones(rows, dtype=torch.bool, device=device)  # ... and which of them have not ended
+        state, words = self.init_state(rows, prep.fc), seq.new_zeros(rows)
         for t in range(steps):
-            state = self._core(self.word_input(words, fc_part, w), state, prep, w)
-            logp = self.logprobs(state.h2)
+            emb = self.embed(words) * masks.emb[live, t] if masks is not None else self.embed(words)
+            state = self._core(torch.addmm(fc_part, emb, w["w_word"].t()), state, prep, w)
+            h2 = state.h2 * masks.out[live, t] if masks is not None else state.h2
+            logp = F.log_softmax(self.logit(h2), -1)
             words = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(1) if sample else logp.argmax(-1)
             words = words.masked_fill(~going, EOS_ID)
             seq[live[going], t] = words[going]
-            chosen.append((live[going], t, logp.gather(1, words[:, None]).squeeze(1)[going]))
+            logps[live[going], t] = logp.gather(1, words[:, None]).squeeze(1)[going]
             going = going & (words != EOS_ID)
             n = int(going.sum())
             if n == 0:
                 break
-            if n <= 0.75 * len(going):  # drop the ended rows (not at every end: each drop costs a gather and its gradient)
+            if n <= 0.75 * len(going):
                 keep = going.nonzero().squeeze(1)
                 live, words, state, going = live[keep], words[keep], state.rows(keep), going[keep]
                 prep, fc_part = prep.rows(keep), fc_part[keep]
-        return seq, _scatter_logprobs(chosen, rows, steps, att)
+        return seq, logps
+
+
+@dataclass
+class Masks:
+    """Dropout masks (already scaled by 1 / keep) of a decoding pass: word embedding and h2, per row and step."""
+
+    emb: Tensor  # [R, T, E]
+    out: Tensor  # [R, T, H]
+
+
+def _detached(x):
+    if isinstance(x, dict):
+        return {k: v.detach() for k, v in x.items()}
+    return Prepared(*(None if t is None else t.detach() for t in (x.att, x.p_att, x.fc, x.mask, x.gates)))
 
 
 def _feature_embed(feat_dim: int, hidden: int, dropout: float) -> nn.Module:
     return nn.Sequential(nn.Linear(feat_dim, hidden), nn.ReLU(), nn.Dropout(dropout))
-
-
-def _targets(caps: Tensor, steps: Tensor, active: list[int]) -> Tensor:
-    """The token each (row, step) of the packed loop predicts, time-major: the word, then <eos>."""
-    t_max = len(active)
-    tgt = F.pad(caps, (0, 1), value=EOS_ID)[:, :t_max].clone()
-    tgt[torch.arange(len(steps), device=caps.device), steps - 1] = EOS_ID  # the caption's <eos>
-    return torch.cat([tgt[:n, t] for t, n in enumerate(active)])
-
-
-def _scatter_logprobs(chosen: list[tuple[Tensor, int, Tensor]], rows: int, steps: int, like: Tensor) -> Tensor:
-    flat = torch.cat([live * steps + t for live, t, _ in chosen])
-    values = torch.cat([v for _, _, v in chosen])
-    out = like.new_zeros(rows * steps)
-    return out.index_put((flat,), values).view(rows, steps)
 
 
 def sequence_mask(seq: Tensor) -> Tensor:

@@ -167,3 +167,22 @@ def test_dropout_is_off_in_eval_mode_and_on_in_training_mode():
     assert model.xe_loss(att, mask, captions, lengths).item() == model.xe_loss(att, mask, captions, lengths).item()
     model.train()
     assert model.xe_loss(att, mask, captions, lengths).item() != model.xe_loss(att, mask, captions, lengths).item()
+
+
+@pytest.mark.parametrize("gates", ["on", "off"])
+def test_sampled_captions_are_rescored_with_the_dropout_masks_they_were_drawn_with(gates):
+    """In training mode the sampling loop runs without gradients; teacher forcing with the same dropout masks
+    gives the log-probabilities the loop computed, now with gradients."""
+    model = _model(gates=gates)
+    model = UpDown(dataclasses.replace(model.cfg, dropout=0.4), V, D).train()
+    att, mask = _inputs(b=3)
+    w = model._weights()
+    prep = model.prepare(att, mask, model.use_gates(2 * 6, att.shape[1]), w)
+    masks = model.draw_masks(6, 6, att, torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        seq, loop_logp = model._decode(prep, w, 2, 6, True, torch.Generator().manual_seed(2), masks)
+    rescored = model.sequence_logprobs(prep, 2, seq, w, masks)
+    assert rescored.requires_grad
+    assert torch.allclose(rescored, loop_logp, atol=1e-5)
+    fresh = model.sequence_logprobs(prep, 2, seq, w)  # other dropout masks: other numbers
+    assert not torch.allclose(fresh, loop_logp, atol=1e-3)
