@@ -8,6 +8,8 @@
 #   make features | augment | parse | corpus   build a corpus:  COCO=dir OUT=dir MODELS=dir RUNNER=local|direct|dataflow
 #                    (defaults: the demo sample and tiny models, OUT=demo-out/<target>)
 #   make pretrain    stage 1 then stage 2 with the paper's settings: CORPUS=dir RUN=dir BERT=dir VARIANT=cross NPROC=n
+#   make caption     Up-Down captioning (Table 5): KARPATHY=dataset_coco.json FEATURES=corpus|h5|tsv SSRP_CKPT=stage-2
+#                    SSRP-Visual checkpoint (BASELINE=1: BUTD features alone) CAPTION_RUN=dir
 #   make image       the Dataflow worker container (needs a Docker engine)
 
 SHELL := /bin/bash
@@ -28,7 +30,7 @@ BERT ?= $(MODELS)/bert
 ARGS ?=
 IMAGE ?= ssrp-worker:latest
 
-.PHONY: install test lint demo bench models tiny-models sample features augment parse corpus pretrain image clean
+.PHONY: install test lint demo bench models tiny-models sample features augment parse corpus pretrain caption image clean
 
 install: $(STAMP)
 
@@ -42,7 +44,11 @@ $(STAMP):  # named by the content hash of pyproject.toml and Makefile: no mtime 
 	# (no build isolation) and is installed without its stale pins (torchaudio, hydra 1.0).
 	$(PIP) install -q --no-deps --no-build-isolation fairseq-fixed==0.12.3.1
 	$(PIP) install -q --no-build-isolation fastBPE==0.1.0
-	$(PY) -c "import torch, torchvision, apache_beam, stanza, fairseq, fastBPE, lmdb; print('installed: torch', torch.__version__)"
+	# Java for the COCO caption metrics (the PTB tokenizer and METEOR of pycocoevalcap), from the system packages
+	command -v java >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get update -q \
+	    && apt-get install -y -q --no-install-recommends default-jre-headless; } \
+	    || echo "warning: no Java; install a JRE for ssrp caption eval (e.g. apt-get install default-jre-headless)"
+	$(PY) -c "import torch, torchvision, apache_beam, stanza, fairseq, fastBPE, lmdb, pycocoevalcap; print('installed: torch', torch.__version__)"
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -60,6 +66,7 @@ bench: install
 	$(PY) bench/parse.py
 	$(PY) bench/train.py
 	$(PY) bench/pipeline.py
+	$(PY) bench/caption.py
 
 sample: install
 	$(SSRP) sample coco $(COCO) --images 8 --seed 0
@@ -93,7 +100,16 @@ demo: install
 	$(SSRP) export hf --ckpt demo-out/run2/checkpoint.pt --stage1 demo-out/run1/checkpoint.pt --corpus demo-out/corpus \
 	    --vocab demo-out/models/bert/vocab.txt --metrics demo-out/eval/probe.json --metrics demo-out/eval/retrieval/retrieval.json --out demo-out/release
 	$(SSRP) features export demo-out/corpus --npz demo-out/eval/npz --hdf5 demo-out/eval/regions.h5
-	@echo "demo done: corpora in demo-out/corpus (train) and corpus-val (held out), runs in demo-out/run1 and run2, figures in demo-out/eval/, model in demo-out/release/"
+	# captioning (Table 5) needs SSRP-Visual, whose object states do not depend on the caption; its split draws
+	# val and test images from every COCO image, so their region features come from a trainval features corpus
+	$(SSRP) caption split --coco demo-out/coco --out demo-out/caption/dataset_coco.json --val 2 --test 2
+	$(SSRP) -q features --coco demo-out/coco --split trainval --models demo-out/models --out demo-out/caption/features --no-progress
+	$(SSRP) -q train stage1 --variant visual --corpus demo-out/corpus --out demo-out/run1v --bert demo-out/models/bert --preset tiny
+	$(SSRP) -q train stage2 --variant visual --corpus demo-out/corpus --out demo-out/run2v --init demo-out/run1v/checkpoint.pt --preset tiny
+	$(SSRP) caption train --karpathy demo-out/caption/dataset_coco.json --features demo-out/caption/features \
+	    --ssrp demo-out/run2v/checkpoint.pt --out demo-out/caption/run --preset tiny --set xe.epochs=50 --set xe.batch_size=2
+	$(SSRP) caption eval --run demo-out/caption/run --split test --json demo-out/caption/test_metrics.json --results demo-out/caption/captions_test.json
+	@echo "demo done: corpora in demo-out/corpus (train) and corpus-val (held out), runs in demo-out/run1 and run2, figures in demo-out/eval/, model in demo-out/release/, captions in demo-out/caption/"
 
 clean:
 	rm -rf demo-out bench/out .pytest_cache .ruff_cache
@@ -130,6 +146,20 @@ endif
 pretrain: install
 	$(TRAIN) stage1 --variant $(VARIANT) --corpus $(CORPUS) --out $(RUN)/stage1 --bert $(BERT) --resume $(ARGS)
 	$(TRAIN) stage2 --variant $(VARIANT) --corpus $(CORPUS) --out $(RUN)/stage2 --init $(RUN)/stage1/checkpoint.pt --resume $(ARGS)
+
+# Up-Down captioning on SSRP-Visual's refined objects and relations (or BASELINE=1: the BUTD features alone):
+# cross-entropy then SCST, resumed where it stopped; then the test-split metrics and the results JSON.
+KARPATHY ?= data/dataset_coco.json
+FEATURES ?= $(CORPUS)
+SSRP_CKPT ?= runs/visual/stage2/checkpoint.pt
+CAPTION_RUN ?= runs/caption
+BASELINE ?=
+CAPTION_ARM := $(if $(BASELINE),--baseline,--ssrp $(SSRP_CKPT))
+
+caption: install
+	$(SSRP) caption train --karpathy $(KARPATHY) --features $(FEATURES) $(CAPTION_ARM) --out $(CAPTION_RUN) --resume $(ARGS)
+	$(SSRP) caption eval --run $(CAPTION_RUN) --split test --json $(CAPTION_RUN)/test_metrics.json
+	$(SSRP) caption predict --run $(CAPTION_RUN) --split test --out $(CAPTION_RUN)/captions_test.json
 
 image:
 	docker build -t $(IMAGE) --build-arg BEAM_VERSION=2.77.0 .

@@ -9,6 +9,7 @@ inside the commands, so ``ssrp --help`` is instant.
     ssrp translate ...                       paraphrases of captions into a JSON-lines file
     ssrp train stage1|stage2 ...             pretraining
     ssrp eval|show|retrieve|export ...       what the probes learned, and features downstream
+    ssrp caption train|eval|predict ...      Up-Down captioning on SSRP-Visual's refined objects
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ COMMAND_MODULES = (
     "ssrp.parse.cli",
     "ssrp.train.cli",
     "ssrp.eval.cli",
+    "ssrp.caption.cli",
 )
 
 
