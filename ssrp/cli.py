@@ -8,6 +8,7 @@ inside the commands, so ``ssrp --help`` is instant.
     ssrp features|augment|parse ...          single stages without Beam
     ssrp train stage1|stage2 ...             pretraining
     ssrp eval|show|retrieve|export ...       what the probes learned, and features downstream
+    ssrp finetune|predict|score ...          NLVR2, VQA, GQA with the relationship-aware features
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ COMMAND_MODULES = (
     "ssrp.augment.cli_translate",
     "ssrp.train.cli",
     "ssrp.eval.cli",
+    "ssrp.finetune.cli",
 )
 
 
