@@ -8,6 +8,8 @@
 #   make features | augment | parse | corpus   build a corpus:  COCO=dir OUT=dir MODELS=dir RUNNER=local|direct|dataflow
 #                    (defaults: the demo sample and tiny models, OUT=demo-out/<target>)
 #   make pretrain    stage 1 then stage 2 with the paper's settings: CORPUS=dir RUN=dir BERT=dir VARIANT=cross NPROC=n
+#   make finetune    TASK=vqa|gqa|nlvr2 with LXMERT's settings: DATA=dir CORPUS=dir (or TSV="a.tsv b.tsv") RUN=dir
+#                    FEATURES=f_align+rv+rw BERT=dir NPROC=n (stage-1/2 checkpoints from RUN/stage1, RUN/stage2)
 #   make image       the Dataflow worker container (needs a Docker engine)
 
 SHELL := /bin/bash
@@ -28,7 +30,7 @@ BERT ?= $(MODELS)/bert
 ARGS ?=
 IMAGE ?= ssrp-worker:latest
 
-.PHONY: install test lint demo bench models tiny-models sample features augment parse corpus pretrain image clean
+.PHONY: install test lint demo bench models tiny-models sample features augment parse corpus pretrain finetune image clean
 
 install: $(STAMP)
 
@@ -88,7 +90,11 @@ demo: install
 	$(SSRP) show --ckpt demo-out/run2/checkpoint.pt --corpus demo-out/corpus --coco demo-out/coco --out demo-out/eval/figures
 	$(SSRP) retrieve --ckpt demo-out/run2/checkpoint.pt --corpus demo-out/corpus --coco demo-out/coco --out demo-out/eval/retrieval
 	$(SSRP) export --ckpt demo-out/run2/checkpoint.pt --stage1 demo-out/run1/checkpoint.pt --corpus demo-out/corpus --out demo-out/eval/features.h5
-	@echo "demo done: corpus in demo-out/corpus, runs in demo-out/run1 and run2, figures in demo-out/eval/"
+	$(SSRP) finetune sample vqa --corpus demo-out/corpus --out demo-out/tasks/vqa
+	$(SSRP) finetune vqa --data demo-out/tasks/vqa --corpus demo-out/corpus --bert demo-out/models/bert \
+	    --stage1 demo-out/run1/checkpoint.pt --stage2 demo-out/run2/checkpoint.pt --out demo-out/ft-vqa --preset tiny
+	$(SSRP) predict --run demo-out/ft-vqa --split test
+	@echo "demo done: corpus in demo-out/corpus, runs in demo-out/run1 and run2, figures in demo-out/eval/, VQA fine-tuning in demo-out/ft-vqa"
 
 clean:
 	rm -rf demo-out bench/out .pytest_cache .ruff_cache
@@ -125,6 +131,24 @@ endif
 pretrain: install
 	$(TRAIN) stage1 --variant $(VARIANT) --corpus $(CORPUS) --out $(RUN)/stage1 --bert $(BERT) --resume $(ARGS)
 	$(TRAIN) stage2 --variant $(VARIANT) --corpus $(CORPUS) --out $(RUN)/stage2 --init $(RUN)/stage1/checkpoint.pt --resume $(ARGS)
+
+# Fine-tuning with LXMERT's settings (NPROC>1: torchrun). A pretraining run RUN of `make pretrain` gives the
+# stage-1 and stage-2 checkpoints; FT is the fine-tuning run directory.
+TASK ?= vqa
+DATA ?= data/$(TASK)
+FEATURES ?= f_align+rv+rw
+FT ?= $(RUN)/$(TASK)-$(subst +,-,$(FEATURES))
+TSV ?=
+ifeq ($(NPROC),1)
+FINETUNE := $(SSRP) finetune
+else
+FINETUNE := $(VENV)/bin/torchrun --standalone --nproc_per_node=$(NPROC) -m ssrp finetune
+endif
+IMAGES := $(if $(TSV),$(foreach f,$(TSV),--tsv $(f)),--corpus $(CORPUS))
+
+finetune: install
+	$(FINETUNE) $(TASK) --data $(DATA) $(IMAGES) --bert $(BERT) --stage1 $(RUN)/stage1/checkpoint.pt \
+	    --stage2 $(RUN)/stage2/checkpoint.pt --features $(FEATURES) --out $(FT) --resume $(ARGS)
 
 image:
 	docker build -t $(IMAGE) --build-arg BEAM_VERSION=2.77.0 .

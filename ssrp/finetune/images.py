@@ -51,6 +51,12 @@ def _stem(file_name: str) -> str:
     return os.path.splitext(os.path.basename(file_name))[0]
 
 
+def _file_name(reader: CorpusReader, image_id: int) -> str:
+    """The file name a raw image record holds (its header only is decoded)."""
+    header, _ = decode_header(reader.get_raw(image_key(image_id, RAW)))
+    return header["fields"].get("file_name", "")
+
+
 def _normalise(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
     scale = np.array([width, height, width, height], dtype=np.float32)
     return np.clip(np.asarray(boxes, np.float32) / scale, 0.0, 1.0)
@@ -69,34 +75,38 @@ class CorpusImages:
         return f"corpus {self.path}"
 
     def resolve(self, names: Iterable[str]) -> list[str]:
-        """Match task image names to corpus images; returns the names that have no image."""
+        """Match task image names to corpus images; returns the names that have no image.
+
+        A corpus whose image ids are its images' numbers (built from COCO, or from a folder whose file names are
+        all numbers) is matched by number; any other (a folder of NLVR2's or GQA's ``n123.jpg`` files, ids by
+        position) by file name, so a task's "1" never lands on the image that happens to have id 1."""
         reader = self.records.reader
         raw_ids = {parse_key(k)[1] for k in reader.keys(IMAGE) if parse_key(k)[2] == RAW}
+        stems = None if self._numbers_are_names(reader, raw_ids) else self._file_stems(reader, raw_ids)
         missing = []
         for name in set(names) - set(self.index):
             n = numeric_id(name)
-            if n is not None and n in raw_ids:
-                self.index[name] = n
-            else:
+            found = stems.get(name) if stems is not None else (n if n in raw_ids else None)
+            if found is None:
                 missing.append(name)
-        if missing:  # names that are not numbers: the records' file names (reads every raw record's header)
-            by_stem = self._file_stems(reader, raw_ids)
-            for name in list(missing):
-                if name in by_stem:
-                    self.index[name] = by_stem[name]
-                    missing.remove(name)
+            else:
+                self.index[name] = found
         return sorted(missing)
+
+    @staticmethod
+    def _numbers_are_names(reader: CorpusReader, raw_ids: set[int]) -> bool:
+        """Whether image ids are the numbers of the file names (checked on the first, middle and last image)."""
+        ids = sorted(raw_ids)
+        for image_id in {ids[0], ids[len(ids) // 2], ids[-1]} if ids else ():
+            stem = _stem(_file_name(reader, image_id))
+            if stem and numeric_id(stem) != image_id:
+                return False
+        return True
 
     @staticmethod
     def _file_stems(reader: CorpusReader, raw_ids: set[int]) -> dict[str, int]:
         logger.info("matching image names to the file names of %d corpus images", len(raw_ids))
-        out = {}
-        for image_id in sorted(raw_ids):
-            header, _ = decode_header(reader.get_raw(image_key(image_id, RAW)))
-            name = header["fields"].get("file_name", "")
-            if name:
-                out[_stem(name)] = image_id
-        return out
+        return {_stem(name): i for i in sorted(raw_ids) if (name := _file_name(reader, i))}
 
     def get(self, name: str) -> dict[str, np.ndarray]:
         img = self.records.image(self.index[name], RAW)

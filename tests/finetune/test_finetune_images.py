@@ -34,18 +34,29 @@ def test_corpus_images_match_numbers_and_file_names(corpus):
     np.testing.assert_allclose(got["boxes"], np.clip(rec.boxes / [320, 240, 320, 240], 0, 1), rtol=1e-6)
 
 
-def test_corpus_images_by_file_name(tmp_path):
-    """Names that are not numbers (NLVR2's) are matched to the records' file names, as ``ssrp features --images``
-    writes them for a folder of NLVR2 images (ids by position)."""
+def _folder_corpus(root: str, names: list[str]) -> tuple[str, list]:
+    """What ``ssrp features --images`` writes for a folder whose file names are not all numbers: ids by position."""
     rng = np.random.default_rng(0)
-    names = ["dev-1-0-img0", "dev-1-0-img1", "dev-2-0-img0"]
-    records = [dataclasses.replace(planted_image(i, 0, rng), file_name=f"{n}.png") for i, n in enumerate(names)]
-    root = str(tmp_path / "c")
+    records = [dataclasses.replace(planted_image(i, 0, rng), file_name=n) for i, n in enumerate(names)]
     write_corpus(root, CorpusPlan({"image": 1}), [(r.key, encode(r)) for r in records])
+    return root, records
+
+
+def test_corpus_images_by_file_name(tmp_path):
+    """NLVR2's names are matched to the records' file names."""
+    root, records = _folder_corpus(str(tmp_path / "c"), ["dev-1-0-img0.png", "dev-1-0-img1.png", "dev-2-0-img0.png"])
     images = CorpusImages(root, 36, MODEL)
     assert images.resolve(["dev-2-0-img0", "dev-1-0-img1", "dev-9-0-img0"]) == ["dev-9-0-img0"]
     assert images.index == {"dev-2-0-img0": 2, "dev-1-0-img1": 1}
     np.testing.assert_array_equal(images.get("dev-2-0-img0")["features"], records[2].features)
+
+
+def test_numbers_are_not_positions(tmp_path):
+    """A GQA folder holds 2354786.jpg and n161313.jpg: ids are positions, so "1" is not the image with id 1."""
+    root, _ = _folder_corpus(str(tmp_path / "c"), ["1.jpg", "2354786.jpg", "5.jpg", "n161313.jpg"])
+    images = CorpusImages(root, 36, MODEL)
+    assert images.resolve(["1", "5", "n161313", "3"]) == ["3"]
+    assert images.index == {"1": 0, "5": 2, "n161313": 3}
 
 
 def test_tsv_gives_the_corpus_arrays(tmp_path, corpus):

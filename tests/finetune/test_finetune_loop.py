@@ -72,11 +72,13 @@ def test_predict_writes_the_submission_and_reproduces_the_validation(tmp_path, i
     assert {r["answer"] for r in rows} <= set(json.load(open(os.path.join(tasks["vqa"], "trainval_label2ans.json"))))
 
 
-def test_tsv_features_and_gqa(tmp_path, inputs_for, corpus):
+def test_tsv_features_gqa_bf16(tmp_path, inputs_for, corpus):
+    """LXMERT TSV features, GQA files, bf16 autocast (on the CPU here), the projection fusion."""
     tsv = str(tmp_path / "obj36.tsv")
     export_lxmert_tsv(corpus, tsv)
     out = str(tmp_path / "gqa")
-    cfg = make_config("gqa", "tiny", ["head.features=f_align+rw", "optim.max_steps=3"])
+    cfg = make_config("gqa", "tiny", ["head.features=f_align+rw", "optim.max_steps=3", "precision=bf16",
+                                     "head.fusion=projection"])
     summary = finetune(cfg, inputs_for("gqa", corpus=None, tsv=(tsv,)), out)
     assert summary["best"]["metrics"]["examples"] == 48
     submit = predict_split(out, "submit")
