@@ -222,7 +222,8 @@ def as_answers(task: str, dataset: TaskDataset, indices: dict[int, int], answers
 def validate(run: FinetuneRun, data: TaskData) -> dict | None:
     if data.valid is None:
         return None
-    indices = predict_indices(run.model, data.valid, data.collate, run.cfg, run.info, run.autocast())
+    indices = predict_indices(run.model, data.valid, data.collate, run.cfg, run.info, run.autocast(),
+                              workers=loader_workers(run.cfg))
     return score(run.cfg.task, data.valid.examples, as_answers(run.cfg.task, data.valid, indices, data.answers))
 
 
@@ -236,11 +237,6 @@ class Progress:
     best: dict | None = None  # {"score", "epoch", "step", "metrics"} of the best validation so far
     train_sum: float = 0.0  # this epoch's training scores and examples (since the process started it)
     train_count: int = 0
-
-
-def _header(run: FinetuneRun, pre: ckpts.Pretrained | tuple, answers, inputs: Inputs) -> dict:
-    model_cfg, stage2 = (pre.model, pre.stage2) if isinstance(pre, ckpts.Pretrained) else pre
-    return ckpts.header(run.cfg, model_cfg, stage2, answers, dataclasses.asdict(inputs))
 
 
 def save_latest(run: FinetuneRun, progress: Progress, header: dict, path: str) -> None:
@@ -267,6 +263,34 @@ def restore(run: FinetuneRun, ckpt: dict) -> Progress:
     return Progress(Position(ckpt["step"], ckpt["epoch"], ckpt["batch"]), ckpt["best"])
 
 
+@dataclass
+class Start:
+    """Where a run starts: a checkpoint of its own (``saved``) or the pretrained checkpoints."""
+
+    inputs: Inputs
+    model: ModelConfig
+    stage2: Stage2Config | None
+    saved: dict | None = None
+    pretrained: dict[str, Tensor] | None = None
+
+
+def starting_point(cfg: FinetuneConfig, inputs: Inputs, latest: str, resume: bool) -> Start:
+    if os.path.exists(latest) and not resume:
+        raise ValueError(f"{os.path.dirname(latest)} already holds a checkpoint: pass --resume to continue it, "
+                         "or choose another --out")
+    if resume and os.path.exists(latest):
+        saved = ckpts.load(latest)
+        if not inputs.stage1:  # the run's own record of where it started
+            inputs = dataclasses.replace(inputs, stage1=saved["inputs"]["stage1"], stage2=saved["inputs"]["stage2"])
+        return Start(inputs, *ckpts.model_settings_of(saved), saved=saved)
+    if resume:
+        logger.info("no checkpoint at %s: starting from scratch", latest)
+    if not inputs.stage1:
+        raise ValueError("--stage1 RUN1/checkpoint.pt is needed to start a fine-tuning run")
+    pre = ckpts.load_pretrained(inputs.stage1, inputs.stage2, cfg.head)
+    return Start(inputs, pre.model, pre.stage2, pretrained=pre.state)
+
+
 def finetune(cfg: FinetuneConfig, inputs: Inputs, out: str, *, resume: bool = False, stop_after: int | None = None,
              info: DistInfo | None = None) -> dict:
     """Run (or resume) one fine-tuning; returns a summary. ``stop_after`` stops after that many steps without
@@ -274,29 +298,19 @@ def finetune(cfg: FinetuneConfig, inputs: Inputs, out: str, *, resume: bool = Fa
     info = info or init_distributed()
     os.makedirs(out, exist_ok=True)
     latest = os.path.join(out, ckpts.LATEST)
-    if os.path.exists(latest) and not resume:
-        raise ValueError(f"{out} already holds a checkpoint: pass --resume to continue it, or choose another --out")
-    resuming = resume and os.path.exists(latest)
-    saved = ckpts.load(latest) if resuming else None
-    if saved is not None:
-        settings: ckpts.Pretrained | tuple = ckpts.model_settings_of(saved)
-        model_cfg, stage2 = settings
-    else:
-        if not inputs.stage1:
-            raise ValueError("--stage1 RUN1/checkpoint.pt is needed to start a fine-tuning run")
-        settings = ckpts.load_pretrained(inputs.stage1, inputs.stage2, cfg.head)
-        model_cfg, stage2 = settings.model, settings.stage2
+    start = starting_point(cfg, inputs, latest, resume)
+    saved, model_cfg, stage2, inputs = start.saved, start.model, start.stage2, start.inputs
     check_sizes(cfg, model_cfg, stage2)
     data = load_task_data(cfg, inputs, model_cfg, open_tokenizer(cfg, inputs.bert, model_cfg))
     sampler, loader = _train_loader(cfg, data, info)
     total = cfg.optim.max_steps or cfg.optim.epochs * sampler.batches_per_epoch
-    model = build_model(cfg, model_cfg, stage2, data.answers, None if saved else settings.state)
+    model = build_model(cfg, model_cfg, stage2, data.answers, start.pretrained)
     run = build_run(cfg, info, model, total)
     progress = restore(run, saved) if saved is not None else Progress()
     if saved is not None:
         logger.info("resumed from %s at step %d (epoch %d, batch %d)", latest, progress.pos.step,
                     progress.pos.epoch, progress.pos.batch)
-    header = _header(run, settings, data.answers, inputs)
+    header = ckpts.header(cfg, model_cfg, stage2, data.answers, dataclasses.asdict(inputs))
     if info.is_main:
         with open(os.path.join(out, "config.json"), "w", encoding="utf-8") as fh:
             json.dump(to_dict(cfg), fh, indent=1, sort_keys=True)
@@ -312,8 +326,11 @@ def _train_loader(cfg: FinetuneConfig, data: TaskData, info: DistInfo):
     global_to_local_batch(cfg.optim.batch_size, info.world_size)
     sampler = BucketBatchSampler(data.train.lengths(), cfg.optim.batch_size, info.rank, info.world_size, cfg.seed,
                                  cfg.data.bucket_batches)
-    workers = auto_workers() if cfg.data.num_workers < 0 else cfg.data.num_workers
-    return sampler, build_loader(data.train, sampler, data.collate, workers, pin=info.device.type == "cuda")
+    return sampler, build_loader(data.train, sampler, data.collate, loader_workers(cfg), pin=info.device.type == "cuda")
+
+
+def loader_workers(cfg: FinetuneConfig) -> int:
+    return auto_workers() if cfg.data.num_workers < 0 else cfg.data.num_workers
 
 
 def run_loop(run: FinetuneRun, data: TaskData, sampler, loader, progress: Progress, header: dict, out: str,
