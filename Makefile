@@ -61,6 +61,7 @@ bench: install
 	$(PY) bench/backtranslate.py
 	$(PY) bench/parse.py
 	$(PY) bench/train.py
+	$(PY) bench/finetune.py
 	$(PY) bench/pipeline.py
 
 sample: install

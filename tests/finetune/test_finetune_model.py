@@ -131,3 +131,18 @@ def test_freeze_keeps_parts_fixed(pretrained, tasks, bert_dir, corpus):
     assert trainable and not any(n.startswith("encoder.") or "_probe" in n for n in trainable)
     assert any(n.startswith("relations.fuse") for n in trainable) and any(n.startswith("align.dense") for n in trainable)
     assert not any(n.startswith("align.classifier") for n in trainable)  # Eq. 4's classifier is not a feature
+
+
+def test_f_align_model_is_lxmerts_vqa_model_given_its_weights():
+    """SSRP-Cross with the f_align head is LXMERT's VQAModel (transformers' LxmertForQuestionAnswering): given its
+    weights (bench/finetune.py's renaming), the same logits; a padded batch, dropout off."""
+    from bench.finetune import lxmert_vqa, make_batch, ours_vqa, question_lengths, same_weights
+
+    size = dict(hidden=64, heads=4, intermediate=128, text_layers=2, visual_layers=1, inter_layers=2)
+    torch.manual_seed(0)
+    ours, hf = ours_vqa(size, "f_align"), lxmert_vqa(size)
+    assert same_weights(ours, hf, size, "f_align") < 1e-5
+    other = ours_vqa(size, "f_align").eval()
+    batch = make_batch(4, torch.device("cpu"), question_lengths(4))
+    with torch.no_grad():  # without the weights they differ: the comparison can fail
+        assert float((other(batch) - ours.eval()(batch)).abs().max()) > 1e-2
