@@ -8,8 +8,10 @@
 #   make features | augment | parse | corpus   build a corpus:  COCO=dir OUT=dir MODELS=dir RUNNER=local|direct|dataflow
 #                    (defaults: the demo sample and tiny models, OUT=demo-out/<target>)
 #   make pretrain    stage 1 then stage 2 with the paper's settings: CORPUS=dir RUN=dir BERT=dir VARIANT=cross NPROC=n
-#   make caption     Up-Down captioning (Table 5): KARPATHY=dataset_coco.json FEATURES=corpus|h5|tsv SSRP_CKPT=stage-2
+#   make caption     Up-Down captioning (Table 5): KARPATHY=dataset_coco.json CAPTION_FEATURES=corpus|h5|tsv SSRP_CKPT=stage-2
 #                    SSRP-Visual checkpoint (BASELINE=1: BUTD features alone) CAPTION_RUN=dir
+#   make finetune    TASK=vqa|gqa|nlvr2 with LXMERT's settings: DATA=dir CORPUS=dir (or TSV="a.tsv b.tsv") RUN=dir
+#                    FT_FEATURES=f_align+rv+rw BERT=dir NPROC=n (stage-1/2 checkpoints from RUN/stage1, RUN/stage2)
 #   make image       the Dataflow worker container (needs a Docker engine)
 
 SHELL := /bin/bash
@@ -30,7 +32,7 @@ BERT ?= $(MODELS)/bert
 ARGS ?=
 IMAGE ?= ssrp-worker:latest
 
-.PHONY: install test lint demo bench models tiny-models sample features augment parse corpus pretrain caption image clean
+.PHONY: install test lint demo bench models tiny-models sample features augment parse corpus pretrain finetune caption image clean
 
 install: $(STAMP)
 
@@ -65,6 +67,7 @@ bench: install
 	$(PY) bench/backtranslate.py
 	$(PY) bench/parse.py
 	$(PY) bench/train.py
+	$(PY) bench/finetune.py
 	$(PY) bench/pipeline.py
 	$(PY) bench/caption.py
 
@@ -109,7 +112,12 @@ demo: install
 	$(SSRP) caption train --karpathy demo-out/caption/dataset_coco.json --features demo-out/caption/features \
 	    --ssrp demo-out/run2v/checkpoint.pt --out demo-out/caption/run --preset tiny --set xe.epochs=50 --set xe.batch_size=2
 	$(SSRP) caption eval --run demo-out/caption/run --split test --json demo-out/caption/test_metrics.json --results demo-out/caption/captions_test.json
-	@echo "demo done: corpora in demo-out/corpus (train) and corpus-val (held out), runs in demo-out/run1 and run2, figures in demo-out/eval/, model in demo-out/release/, captions in demo-out/caption/"
+	# fine-tuning (Tables 3, 4): VQA on a tiny synthetic task set in LXMERT's format
+	$(SSRP) finetune sample vqa --corpus demo-out/corpus --out demo-out/tasks/vqa
+	$(SSRP) finetune vqa --data demo-out/tasks/vqa --corpus demo-out/corpus --bert demo-out/models/bert \
+	    --stage1 demo-out/run1/checkpoint.pt --stage2 demo-out/run2/checkpoint.pt --out demo-out/ft-vqa --preset tiny
+	$(SSRP) predict --run demo-out/ft-vqa --split test
+	@echo "demo done: corpora in demo-out/corpus (train) and corpus-val (held out), runs in demo-out/run1 and run2, figures in demo-out/eval/, model in demo-out/release/, captions in demo-out/caption/, VQA fine-tuning in demo-out/ft-vqa"
 
 clean:
 	rm -rf demo-out bench/out .pytest_cache .ruff_cache
@@ -150,16 +158,33 @@ pretrain: install
 # Up-Down captioning on SSRP-Visual's refined objects and relations (or BASELINE=1: the BUTD features alone):
 # cross-entropy then SCST, resumed where it stopped; then the test-split metrics and the results JSON.
 KARPATHY ?= data/dataset_coco.json
-FEATURES ?= $(CORPUS)
+CAPTION_FEATURES ?= $(CORPUS)
 SSRP_CKPT ?= runs/visual/stage2/checkpoint.pt
 CAPTION_RUN ?= runs/caption
 BASELINE ?=
 CAPTION_ARM := $(if $(BASELINE),--baseline,--ssrp $(SSRP_CKPT))
 
 caption: install
-	$(SSRP) caption train --karpathy $(KARPATHY) --features $(FEATURES) $(CAPTION_ARM) --out $(CAPTION_RUN) --resume $(ARGS)
+	$(SSRP) caption train --karpathy $(KARPATHY) --features $(CAPTION_FEATURES) $(CAPTION_ARM) --out $(CAPTION_RUN) --resume $(ARGS)
 	$(SSRP) caption eval --run $(CAPTION_RUN) --split test --json $(CAPTION_RUN)/test_metrics.json
 	$(SSRP) caption predict --run $(CAPTION_RUN) --split test --out $(CAPTION_RUN)/captions_test.json
+# Fine-tuning with LXMERT's settings (NPROC>1: torchrun). A pretraining run RUN of `make pretrain` gives the
+# stage-1 and stage-2 checkpoints; FT is the fine-tuning run directory.
+TASK ?= vqa
+DATA ?= data/$(TASK)
+FT_FEATURES ?= f_align+rv+rw
+FT ?= $(RUN)/$(TASK)-$(subst +,-,$(FT_FEATURES))
+TSV ?=
+ifeq ($(NPROC),1)
+FINETUNE := $(SSRP) finetune
+else
+FINETUNE := $(VENV)/bin/torchrun --standalone --nproc_per_node=$(NPROC) -m ssrp finetune
+endif
+IMAGES := $(if $(TSV),$(foreach f,$(TSV),--tsv $(f)),--corpus $(CORPUS))
+
+finetune: install
+	$(FINETUNE) $(TASK) --data $(DATA) $(IMAGES) --bert $(BERT) --stage1 $(RUN)/stage1/checkpoint.pt \
+	    --stage2 $(RUN)/stage2/checkpoint.pt --features $(FT_FEATURES) --out $(FT) --resume $(ARGS)
 
 image:
 	docker build -t $(IMAGE) --build-arg BEAM_VERSION=2.77.0 .

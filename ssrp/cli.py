@@ -10,6 +10,7 @@ inside the commands, so ``ssrp --help`` is instant.
     ssrp train stage1|stage2 ...             pretraining
     ssrp eval|show|retrieve|export ...       what the probes learned, and features downstream
     ssrp caption train|eval|predict ...      Up-Down captioning on SSRP-Visual's refined objects
+    ssrp finetune|predict|score ...          NLVR2, VQA, GQA with the relationship-aware features
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ COMMAND_MODULES = (
     "ssrp.train.cli",
     "ssrp.eval.cli",
     "ssrp.caption.cli",
+    "ssrp.finetune.cli",
 )
 
 
