@@ -4,6 +4,7 @@
 #   make test        the test suite
 #   make lint        ruff
 #   make bench       the CPU benchmarks (figures in BENCHMARKS.md)
+#   make bench-full  every stage at full model size (random weights, built into FULL_MODELS) on CPU
 #   make models      fetch the official weights into MODELS (needs internet)
 #   make features | augment | parse | corpus   build a corpus:  COCO=dir OUT=dir MODELS=dir RUNNER=local|direct|dataflow
 #                    (defaults: the demo sample and tiny models, OUT=demo-out/<target>)
@@ -32,7 +33,7 @@ BERT ?= $(MODELS)/bert
 ARGS ?=
 IMAGE ?= ssrp-worker:latest
 
-.PHONY: install test lint demo bench models tiny-models sample features augment parse corpus pretrain finetune caption image clean
+.PHONY: install test lint demo bench bench-full models tiny-models sample features augment parse corpus pretrain finetune caption image clean
 
 install: $(STAMP)
 
@@ -70,6 +71,10 @@ bench: install
 	$(PY) bench/finetune.py
 	$(PY) bench/pipeline.py
 	$(PY) bench/caption.py
+
+FULL_MODELS ?= bench/out/full-models
+bench-full: install
+	$(PY) bench/full_size.py --models $(FULL_MODELS) --device cpu
 
 sample: install
 	$(SSRP) sample coco $(COCO) --images 8 --seed 0

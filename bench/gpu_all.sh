@@ -1,19 +1,33 @@
 #!/usr/bin/env bash
-# Every GPU check in one go, about 8 minutes on one H100: trainer, BUTD features, Stanza parsing,
-# back-translation (tiny models: a smoke test of the CUDA path) and the tests marked `gpu`.
+# Every GPU figure at full model size in one go, about 8 minutes on one H100 (model building included):
+#   features, raw and all 14 views, at fp32 / tf32 / bf16 (img/s, FLOPs/image, fraction of peak), back-translation
+#   (captions/s at the published search settings), parsing with a default-size Stanza package, stage-1 and
+#   stage-2 trainer samples/s, a short full build (shard commits overlapped), then the tests marked `gpu`.
+# The models are random weights at the published sizes (ssrp models random --size full), built on the machine
+# (no network needed): the detector first, the others in the background while the detector is measured.
 #
-#   bash bench/gpu_all.sh          # logs under $OUT (or bench/out), one per check; a summary at the end
+#   bash bench/gpu_all.sh                          # logs and one JSON per check under $OUT (default bench/out)
+#   DEVICE=cpu TINY=1 bash bench/gpu_all.sh         # dry run on CPU with the tiny models (tests/bench runs it)
 #
-# Each check has its own time cap and a failing check does not stop the others. The last line of each
-# benchmark log is that benchmark's JSON; the summary prints them. Set PYTHON to choose the interpreter.
+# Each check has its own time cap and a failing check does not stop the others. The last line of each log is
+# that check's JSON (bench/full_size.py); the summary at the end prints the device and every figure.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT_DIR=${OUT:-bench/out}
 mkdir -p "$OUT_DIR"
 PY=${PYTHON:-.venv/bin/python}
 [ -x "$PY" ] || PY=python3
-export PYTHON=$PY OUT=$OUT_DIR PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+DEVICE=${DEVICE:-cuda}
+MODELS=${MODELS:-$OUT_DIR/models}
+export PYTHON=$PY PYTHONPATH=. PYTHONUNBUFFERED=1
+if [ "$DEVICE" = cuda ]; then
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+  SIZES=(--images "${IMAGES:-256}" --build-images "${BUILD_IMAGES:-64}" --captions "${CAPTIONS:-2000}")
+  common=(--device cuda --models "$MODELS" --work "$OUT_DIR/work")
+else  # the dry run: every check, tiny models and sizes, phases in one process each
+  SIZES=(--images 1 --build-images 1 --captions 4 --image-batch 1)
+  common=(--device "$DEVICE" --models "$MODELS" --work "$OUT_DIR/work" --tiny --in-process)
+fi
 
 check() {  # check NAME CAP_SECONDS COMMAND...
   local name=$1 cap=$2 start rc
@@ -23,15 +37,35 @@ check() {  # check NAME CAP_SECONDS COMMAND...
   rc=$?
   echo "== $name: exit $rc in $(($(date +%s) - start)) s (cap $cap s)"
 }
+FS=("$PY" bench/full_size.py "${common[@]}" "${SIZES[@]}")
 
-check train 150 env REPS="${REPS:-3}" bash bench/gpu_train.sh
-check gpu_tests 45 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/features/test_features_extractor.py \
-  tests/parse/test_parse_parser.py tests/train/test_train_model.py
-check features 100 env IMAGES="${IMAGES:-128}" bash bench/gpu_features.sh
-check parse 90 env BATCHES="${PARSE_BATCHES:-5000}" CAPTIONS="${PARSE_CAPTIONS:-5000}" bash bench/gpu_parse.sh
-check backtranslate 60 env N_CAPTIONS="${N_CAPTIONS:-1000}" bash bench/gpu_backtranslate.sh tiny
+# the detector (a few seconds), then the other models in the background (CPU) while the GPU measures images
+check models_features 120 "${FS[@]}" --phases features --prepare-only
+"${FS[@]}" --phases translate,parse,build --prepare-only >"$OUT_DIR/models_text.log" 2>&1 &
+BUILD=$!
+check features 150 "${FS[@]}" --phases features,views
+wait $BUILD
+echo "== models_text: exit $? (built in the background)"
+check translate 100 "${FS[@]}" --phases translate
+check parse 60 "${FS[@]}" --phases parse
+check train 120 "${FS[@]}" --phases train
+check build 120 "${FS[@]}" --phases build
+if [ "$DEVICE" = cuda ]; then
+  check gpu_tests 45 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/features/test_features_extractor.py \
+    tests/parse/test_parse_parser.py tests/train/test_train_model.py
+fi
 
-for name in train gpu_tests features parse backtranslate; do
-  echo "== $name (last lines)"
-  tail -n 3 "$OUT_DIR/$name.log" | cut -c1-3000
+echo "== summary"
+for name in features translate parse train build; do
+  json=$(grep '^{"device"' "$OUT_DIR/$name.log" | tail -n 1)
+  if [ -n "$json" ]; then
+    printf '%s\n' "$json" >"$OUT_DIR/$name.json"
+    echo "$name: $json" | cut -c1-4000
+  else
+    echo "$name: no result"; tail -n 5 "$OUT_DIR/$name.log" | cut -c1-1000
+  fi
 done
+[ -f "$OUT_DIR/gpu_tests.log" ] && tail -n 3 "$OUT_DIR/gpu_tests.log"
+echo "== projection to full COCO (from the checks above)"
+"$PY" bench/full_size.py --combine "$OUT_DIR"/{features,translate,parse,train,build}.json | tee "$OUT_DIR/all.json" | cut -c1-4000
+exit 0

@@ -47,6 +47,7 @@ BATCH, TOKENS, OBJECTS, FEAT = 8, 36, 36, 2048
 SIZES = {
     "reduced": dict(hidden=256, heads=4, intermediate=1024, text_layers=9, visual_layers=5, inter_layers=5),
     "paper": dict(hidden=768, heads=12, intermediate=3072, text_layers=9, visual_layers=5, inter_layers=5),
+    "tiny": dict(hidden=32, heads=2, intermediate=64, text_layers=1, visual_layers=1, inter_layers=1),  # dry runs
 }
 
 

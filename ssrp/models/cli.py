@@ -1,4 +1,4 @@
-"""ssrp models fetch|tiny|list."""
+"""ssrp models fetch|tiny|random|list."""
 
 from __future__ import annotations
 
@@ -22,6 +22,13 @@ def register(sub) -> None:
     t.add_argument("out", help="models directory to write")
     t.add_argument("--only", nargs="*", default=None, help="build only these")
     t.set_defaults(func=_tiny)
+    r = msub.add_parser("random", help="random-weight models in the real formats at a chosen size (offline): "
+                                       "--size full for speed and memory figures at the published sizes")
+    r.add_argument("out", help="models directory to write")
+    r.add_argument("--size", choices=("full", "tiny"), default="full",
+                   help="full: the published architectures and vocabulary sizes (~5.3 GB); tiny: as `models tiny`")
+    r.add_argument("--only", nargs="*", default=None, help="build only these (features, translate, parse, bert)")
+    r.set_defaults(func=_random)
     ls = msub.add_parser("list", help="the models that can be fetched, with their files and checksums")
     ls.set_defaults(func=_list)
 
@@ -37,6 +44,14 @@ def _fetch(args) -> int:
 def _tiny(args) -> int:
 
     print(json.dumps(build_tiny(args.out, args.only), indent=1, default=str))
+    return 0
+
+
+def _random(args) -> int:
+    from ssrp.models.fullsize import build_full_size  # imports torch, fairseq and stanza as each model is built
+
+    built = build_full_size(args.out, args.only) if args.size == "full" else build_tiny(args.out, args.only)
+    print(json.dumps(built, indent=1, default=str))
     return 0
 
 

@@ -28,6 +28,15 @@ TINY_BUILDERS: dict[str, str] = {
     "bert": "ssrp.train.bert:build_tiny_bert",
 }
 
+# name -> builder of a random-weight model at the published size, same layout (``ssrp models random``;
+# ssrp.models.fullsize). Same order as above: the parse build writes bert/vocab.txt first.
+FULL_SIZE_BUILDERS: dict[str, str] = {
+    "features": "ssrp.models.fullsize:build_features",
+    "translate": "ssrp.models.fullsize:build_translate",
+    "parse": "ssrp.models.fullsize:build_parse",
+    "bert": "ssrp.models.fullsize:build_bert",
+}
+
 # the folder (and fetch) names of ssrp 0.1's first releases
 LEGACY_NAMES = {"detector": "features", "translation": "translate", "parser": "parse"}
 

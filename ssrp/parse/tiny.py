@@ -132,17 +132,17 @@ def _tokenizer_data(conllu: str, workdir: str) -> tuple[str, str, str]:
     return paths[0], paths[1], paths[2]
 
 
-def _train_tokenizer(workdir: str, conllu: str) -> str:
+def _train_tokenizer(workdir: str, conllu: str, steps: int = TOKENIZER_STEPS, tiny: bool = True) -> str:
     from stanza.models import tokenizer
 
     txt, label, mwt = _tokenizer_data(conllu, workdir)
     save = os.path.join(workdir, "tokenize.pt")
+    dims = ["--hidden_dim", "16", "--emb_dim", "8", "--rnn_layers", "1"] if tiny else []  # else Stanza's defaults
     args = tokenizer.parse_args([
         "--txt_file", txt, "--label_file", label, "--mwt_json_file", mwt, "--dev_txt_file", txt,
         "--dev_label_file", label, "--lang", LANG, "--shorthand", f"{LANG}_tiny", "--save_dir", workdir,
-        "--save_name", save, "--steps", str(TOKENIZER_STEPS), "--eval_steps", str(TOKENIZER_STEPS),
-        "--report_steps", "1000", "--hidden_dim", "16", "--emb_dim", "8", "--rnn_layers", "1", "--device", "cpu",
-        "--seed", "1234",
+        "--save_name", save, "--steps", str(steps), "--eval_steps", str(steps),
+        "--report_steps", "1000", *dims, "--device", "cpu", "--seed", "1234",
     ])
     # the three settings tokenizer.main() derives before it calls train()
     args["feat_funcs"] = ["space_before", "capitalized", "numeric", "end_of_para", "start_of_para"]
@@ -245,3 +245,110 @@ def build_tiny_wordpiece(models_dir: str, texts: list[str] | None = None, vocab_
 def build_tiny(models_dir: str) -> dict:
     """The registry's tiny builder for "parse": the Stanza package and, if absent, the WordPiece vocab."""
     return {"parse": build_tiny_parser(models_dir), "wordpiece": build_tiny_wordpiece(models_dir)}
+
+
+# --------------------------------------------------------------------------------------------
+# The default package's size, random (ssrp.models.fullsize): speed and memory of the real models, not their output.
+
+FULL_PACKAGES = {"tokenize": "combined_nocharlm", "pos": "combined_charlm", "lemma": "combined_nocharlm", "depparse": "combined_charlm",
+                 "pretrain": "conll17", "forward_charlm": "1billion", "backward_charlm": "1billion"}
+FULL_VECTOR_DIM = 100  # Stanza's English conll17 vectors are 100-d
+FULL_PRETRAIN_WORDS = 250_000  # about the size of that vector file (~100 MB); only memory depends on it
+FULL_STEPS = 2  # weights stay close to their random start: the models' sizes are what matter here
+
+
+def _write_full_vectors(path: str, words: set[str], seed: int = 0) -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    vocab = sorted(words) + [f"w{i}" for i in range(FULL_PRETRAIN_WORDS - len(words))]
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(f"{len(vocab)} {FULL_VECTOR_DIM}\n")
+        for start in range(0, len(vocab), 10_000):
+            block = rng.uniform(-1, 1, (min(10_000, len(vocab) - start), FULL_VECTOR_DIM))
+            fh.writelines(w + " " + " ".join(f"{x:.3f}" for x in row) + "\n"
+                          for w, row in zip(vocab[start : start + 10_000], block, strict=True))
+
+
+def _train_charlm(workdir: str, text: str, direction: str) -> str:
+    from stanza.models import charlm
+
+    save = f"{direction}_charlm.pt"
+    charlm.main(["--train_file", text, "--eval_file", text, "--shorthand", f"{LANG}_1billion", "--direction", direction,
+                 "--save_dir", workdir, "--save_name", save, "--vocab_save_name", f"{direction}_vocab.pt",
+                 "--epochs", "1", "--cutoff", "0", "--batch_size", "4", "--bptt_size", "32", "--no_checkpoint",
+                 "--report_steps", "1000", "--device", "cpu", "--seed", "1234"])  # default sizes: 100-d, 1024 hidden
+    return os.path.join(workdir, save)
+
+
+def _train_full(workdir: str, conllu: str, pretrain: str, forward: str, backward: str) -> dict[str, str]:
+    """POS and depparse at Stanza's default sizes with the charlms, a couple of steps each; dictionary lemmas."""
+    from stanza.models import lemmatizer, parser, tagger
+
+    steps = str(FULL_STEPS)
+    common = ["--train_file", conllu, "--eval_file", conllu, "--output_file", os.path.join(workdir, "pred.conllu"),
+              "--shorthand", f"{LANG}_combined", "--save_dir", workdir, "--seed", "1234"]
+    deep = common + ["--lang", LANG, "--wordvec_pretrain_file", pretrain, "--max_steps", steps, "--eval_interval", steps,
+                     "--log_step", "1000", "--charlm", "--charlm_shorthand", f"{LANG}_1billion",
+                     "--charlm_forward_file", forward, "--charlm_backward_file", backward]
+    tagger.main(deep + ["--save_name", "pos.pt", "--fix_eval_interval"])
+    parser.main(deep + ["--save_name", "depparse.pt"])
+    lemmatizer.main(common + ["--save_name", "lemma.pt", "--dict_only"])
+    files = {name: os.path.join(workdir, f"{name}.pt") for name in ("pos", "depparse", "lemma")}
+    return files | {"tokenize": _train_tokenizer(workdir, conllu, steps=FULL_STEPS, tiny=False)}
+
+
+def _full_resources(md5: dict[str, str]) -> dict:
+    """resources.json as Stanza's lists the default English package: pos and depparse depend on the pretrain
+    and both charlms."""
+    deps = [{"model": kind, "package": FULL_PACKAGES[kind]} for kind in ("pretrain", "forward_charlm", "backward_charlm")]
+    entries = {kind: {FULL_PACKAGES[kind]: {"md5": md5[kind]}} for kind in FULL_PACKAGES}
+    for kind in ("pos", "depparse"):
+        entries[kind][FULL_PACKAGES[kind]]["dependencies"] = deps
+    processors = {kind: FULL_PACKAGES[kind] for kind in ("tokenize", "pos", "lemma", "depparse")}
+    return {LANG: {"lang_name": "English", **entries, "default_processors": dict(processors),
+                   "packages": {"default": dict(processors)}}}
+
+
+def build_full_size_parser(models_dir: str) -> dict:
+    """A Stanza English package at the default package's sizes (random weights) under models_dir/parse.
+
+    Processors and dependencies as Stanza 1.15's default English package (POS and depparse with the forward
+    and backward charlms and the 100-d pretrained vectors), each trained for two steps from its random start
+    by Stanza's own trainers with their default (published) dimensions. Tokenization is ssrp's rule-based
+    one (``pretokenized``; the neural tokenizer is there, at its default size, for ``tokenizer="stanza"``, but
+    two steps of training do not teach it to split); the real package's MWT expander and seq2seq lemmatizer
+    are not included (dictionary lemmas here)."""
+    from stanza.models.common.pretrain import Pretrain
+    from stanza.resources.common import logging_level_context
+
+    out = model_folder(models_dir, NAME)
+    conllu = tiny_conllu_path()
+    sentences = conllu_sentences(conllu)
+    words = {w.lower() for _, ws in sentences for w in ws}
+    with (
+        tempfile.TemporaryDirectory(prefix="ssrp-full-parser-") as work,
+        logging_level_context("WARN", None),
+    ):
+        vectors, pretrain, text = (os.path.join(work, n) for n in ("vectors.txt", "pretrain.pt", "charlm.txt"))
+        _write_full_vectors(vectors, words)
+        Pretrain(pretrain, vectors).load()
+        with open(text, "w", encoding="utf-8") as fh:
+            fh.write("\n".join(t for t, _ in sentences) + "\n")
+        forward, backward = (_train_charlm(work, text, d) for d in ("forward", "backward"))
+        files = _train_full(work, conllu, pretrain, forward, backward)
+        files |= {"pretrain": pretrain, "forward_charlm": forward, "backward_charlm": backward}
+        for kind, src in files.items():
+            dest = os.path.join(out, LANG, kind, f"{FULL_PACKAGES[kind]}.pt")
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            shutil.copyfile(src, dest)
+    md5 = {kind: md5_file(os.path.join(out, LANG, kind, f"{FULL_PACKAGES[kind]}.pt")) for kind in files}
+    with open(os.path.join(out, "resources.json"), "w", encoding="utf-8") as fh:
+        json.dump(_full_resources(md5), fh, indent=1, sort_keys=True)
+    info = PackageInfo(
+        path=out, lang=LANG, processors={k: FULL_PACKAGES[k] for k in ("tokenize", "pos", "lemma", "depparse")},
+        tokenizer="pretokenized", stanza_version=STANZA_VERSION, tiny=False,
+        extra={"random_full_size": True, "train_steps": FULL_STEPS, "pretrain_words": FULL_PRETRAIN_WORDS},
+    )
+    write_manifest(info)
+    return {"dir": out, "files": {k: f"{LANG}/{k}/{FULL_PACKAGES[k]}.pt" for k in md5}, "md5": md5}

@@ -16,6 +16,9 @@ EXAMPLES = (
     "  ssrp build --coco coco/ --models models/ --out corpus/\n"
     "  ssrp build --images photos/ --models models/ --out corpus/ --preset views\n"
     "  ssrp build --coco coco/ --models models/ --out corpus/ --runner direct -- --direct_num_workers=4\n"
+    "  ssrp build --coco coco/ --models models/ --out corpus/ --runner dask --dask-workers 4\n"
+    "  ssrp build --coco /shared/coco --models /shared/models --out /shared/corpus --runner dask --require-gpu \\\n"
+    "      --dask-scheduler tcp://scheduler:8786\n"
     "  ssrp build --coco gs://b/coco --models /models --out gs://b/corpus --runner dataflow --require-gpu \\\n"
     "      -- --project=P --region=us-central1 --temp_location=gs://b/tmp \\\n"
     "         --sdk_container_image=IMAGE --sdk_location=container --machine_type=g2-standard-8 \\\n"
@@ -59,6 +62,11 @@ def add_build_args(p: argparse.ArgumentParser, beam: bool = True, required: bool
                         "(the held-out corpus to evaluate on), or trainval (both: then no image is held out)")
     p.add_argument("--runner", choices=RUNNERS, default="local", help="local loop (default) or a Beam runner")
     p.add_argument("--require-gpu", action="store_true", help="fail fast where workers have no CUDA device")
+    dask = p.add_mutually_exclusive_group()
+    dask.add_argument("--dask-scheduler", metavar="ADDRESS",
+                      help="--runner dask: the scheduler of a running Dask cluster, e.g. tcp://host:8786")
+    dask.add_argument("--dask-workers", type=int, metavar="N",
+                      help="--runner dask: start N worker processes on this machine for this build (default 2)")
     p.add_argument("--max-images", type=int, default=None, help="only the first N images (debugging)")
     p.add_argument("--num-shards", nargs="*", default=[], metavar="KIND=N", help="e.g. image=64 text=16")
     p.add_argument("--image-batch", type=int, default=8, help="images per image-stage call (default 8)")
@@ -120,7 +128,8 @@ def run_from_args(cfg: BuildConfig, args) -> int:
     from ssrp.pipeline.run import run_build  # imports torch and the stages
 
     beam_args = [a for a in getattr(args, "beam_args", []) if a != "--"]
-    manifest = run_build(cfg, args.runner, beam_args, args.require_gpu, progress=not args.no_progress)
+    manifest = run_build(cfg, args.runner, beam_args, args.require_gpu, progress=not args.no_progress,
+                         dask_scheduler=args.dask_scheduler, dask_workers=args.dask_workers)
     summary = manifest.get("summary", {})
     print(json.dumps({"out": cfg.out, "records": {k: v["records"] for k, v in manifest["kinds"].items()},
                       "summary": summary}, indent=1))

@@ -21,7 +21,7 @@ PRESETS: dict[str, tuple[str, ...]] = {
     "corpus": STAGES,  # everything: the SSRP pretraining corpus
 }
 
-RUNNERS = ("local", "direct", "dataflow", "flink", "spark", "portable")
+RUNNERS = ("local", "direct", "dask", "dataflow", "flink", "spark", "portable")
 
 # Bytes per record, for choosing shard counts: 36 x 2048 fp16 features plus boxes and labels.
 IMAGE_RECORD_BYTES = 36 * 2048 * 2 + 36 * 24 + 512

@@ -1,7 +1,8 @@
-"""Launching a build on a runner: local loop, Beam's local runner, Dataflow, Flink, Spark.
+"""Launching a build on a runner: local loop, Beam's local runner, a Dask cluster, Dataflow, Flink, Spark.
 
     ssrp build --coco COCO --out OUT --models MODELS [--preset corpus] [--runner local]
     ssrp build ... --runner direct -- --direct_num_workers=4
+    ssrp build ... --runner dask --dask-scheduler tcp://HOST:8786   (or --dask-workers 4: local processes)
     ssrp build ... --runner dataflow --require_gpu -- --project=P --region=R --temp_location=gs://B/tmp \\
         --sdk_container_image=REGION-docker.pkg.dev/P/repo/ssrp-worker:0.1.0 --sdk_location=container \\
         --machine_type=g2-standard-8 --dataflow_service_options="worker_accelerator=type:nvidia-l4;count:1;install-nvidia-driver"
@@ -79,14 +80,19 @@ def validate_options(runner: str, opts: dict, require_gpu: bool) -> list[str]:
 
 
 def run_build(cfg: BuildConfig, runner: str = "local", beam_args: Sequence[str] = (), require_gpu: bool = False,
-              progress: bool = True, stages_cls=None) -> dict:
+              progress: bool = True, stages_cls=None, dask_scheduler: str | None = None,
+              dask_workers: int | None = None) -> dict:
     """Run a build to the end and return its manifest."""
     if runner not in RUNNERS:
         raise ValueError(f"runner must be one of {RUNNERS}, got {runner!r}")
-    if require_gpu and runner in LOCAL_RUNNERS:
+    if (dask_scheduler or dask_workers) and runner != "dask":
+        raise ValueError("--dask-scheduler and --dask-workers go with --runner dask")
+    if require_gpu and (runner in LOCAL_RUNNERS or (runner == "dask" and not dask_scheduler)):
         check_local_gpu(runner)
     if runner == "local":
         return run_local(cfg, stages=stages_cls(cfg) if stages_cls else None, progress=progress)
+    if runner == "dask":
+        return run_dask(cfg, dask_scheduler, dask_workers, beam_args, require_gpu, stages_cls, progress)
     return run_beam(cfg, runner, beam_args, require_gpu, stages_cls, progress=progress)
 
 
@@ -170,6 +176,48 @@ def _quiet_root_logger():
         yield
     finally:
         logging.root.setLevel(old)
+
+
+def run_dask(cfg: BuildConfig, scheduler: str | None = None, workers: int | None = None,
+             beam_args: Sequence[str] = (), require_gpu: bool = False, stages_cls=None,
+             progress: bool = True) -> dict:
+    """Run the build with Beam on a Dask cluster: the one whose scheduler is at ``scheduler``, or else
+    ``workers`` worker processes started on this machine (one thread each; default 2) for this build.
+
+    Partitions (the pieces Dask schedules): Beam's ``--dask_npartitions=N`` after ``--``, by default four per
+    worker thread. See docs/pipeline.md (GPU clusters: one worker process per GPU, one thread each)."""
+    from distributed import Client, LocalCluster  # Dask is needed by this runner alone
+
+    from ssrp.pipeline.beam_dask import DaskBuildRunner, dask_partitions  # imports Beam
+
+    if scheduler and workers:
+        raise ValueError("give --dask-scheduler or --dask-workers, not both")
+    if workers is not None and workers < 1:
+        raise ValueError(f"--dask-workers must be positive, got {workers}")
+    with contextlib.ExitStack() as stack:
+        if scheduler:
+            client = stack.enter_context(Client(scheduler))
+        else:
+            cluster = stack.enter_context(LocalCluster(n_workers=workers or 2, threads_per_worker=1, processes=True,
+                                                       dashboard_address=None))
+            client = stack.enter_context(Client(cluster))
+        if require_gpu:
+            check_dask_gpus(client)
+        runner = DaskBuildRunner(client, dask_partitions(client, beam_args))
+        return run_beam(cfg, "dask", beam_args, require_gpu, stages_cls, test_runner=runner, progress=progress)
+
+
+def check_dask_gpus(client) -> None:
+    """--require-gpu on Dask: every worker sees a CUDA device, checked before anything starts."""
+    without = sorted(addr for addr, ok in client.run(_has_cuda).items() if not ok)
+    if without:
+        raise ValueError(f"--require-gpu: {len(without)} Dask workers see no CUDA device: {', '.join(without[:4])}")
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _local_runner(runner: str):

@@ -59,10 +59,26 @@ ARCH = [
     "--max-source-positions", "256", "--max-target-positions", "256",
 ]  # fmt: skip
 SEED = {"en-de": 11, "de-en": 12, "en-ru": 13, "ru-en": 14}
+# The published WMT19 models (ssrp.models.fullsize): transformer big with a wider encoder FFN, 6+6 layers, and
+# the sizes of their dictionaries (len(fairseq Dictionary), specials included): en-de/de-en share one joined
+# dictionary; en-ru/ru-en have one per language (shared/notes/text.md §1.1; the FSMT ports' configs).
+FULL_ARCH = [
+    "--arch", "transformer_vaswani_wmt_en_de_big", "--encoder-layers", "6", "--decoder-layers", "6",
+    "--encoder-embed-dim", "1024", "--decoder-embed-dim", "1024",
+    "--encoder-ffn-embed-dim", "8192", "--decoder-ffn-embed-dim", "4096",
+    "--encoder-attention-heads", "16", "--decoder-attention-heads", "16",
+    "--max-source-positions", "1024", "--max-target-positions", "1024",
+]  # fmt: skip
+FULL_DICT_SIZES = {"de": {"en": 42024, "de": 42024}, "ru": {"en": 31640, "ru": 31232}}
 
 
-def build_tiny(models_dir: str) -> dict:
-    """Write MODELS/translate/{en-de,de-en,en-ru,ru-en} and a signed checksums.json."""
+def build_tiny(models_dir: str, arch: list[str] | None = None, dict_sizes: dict | None = None,
+               source: str = "build_tiny") -> dict:
+    """Write MODELS/translate/{en-de,de-en,en-ru,ru-en} and a signed checksums.json.
+
+    ``arch`` (fairseq arguments) and ``dict_sizes`` (pivot -> language -> dictionary length, padded with
+    fairseq's ``madeupword`` entries) give other sizes: ``FULL_ARCH`` and ``FULL_DICT_SIZES`` are the
+    published models' (random weights, same files)."""
     root = translation_dir(models_dir)
     codes = {"de": _learn_codes(WORDS["en"] + " " + WORDS["de"]), "ru": _learn_codes(WORDS["en"] + " " + WORDS["ru"])}
     files = {}
@@ -72,11 +88,11 @@ def build_tiny(models_dir: str) -> dict:
         pivot = d.tgt if d.src == "en" else d.src
         _write_lines(os.path.join(folder, "bpecodes"), [f"{a} {b} {n}" for a, b, n in codes[pivot]])
         with silenced_output():
-            _write_dicts(folder, d, codes[pivot])
-            _write_checkpoint(folder, d)
+            _write_dicts(folder, d, codes[pivot], (dict_sizes or {}).get(pivot))
+            _write_checkpoint(folder, d, arch or ARCH)
         digest = sha256_file(os.path.join(folder, "model.pt"))
-        files[f"{d.name}/model.pt"] = {"sha256": digest, "source": "build_tiny"}
-    write_checksums(root, files, written_by="ssrp.translate.tiny:build_tiny")
+        files[f"{d.name}/model.pt"] = {"sha256": digest, "source": source}
+    write_checksums(root, files, written_by=f"ssrp.translate.tiny:{source}")
     logger.info("tiny translation models written under %s", root)
     return {"dir": root, "files": files}
 
@@ -118,11 +134,16 @@ def _vocabulary(langs: tuple[str, ...], codes: list[tuple[str, str, int]]) -> li
     return [tok for tok, _ in sorted(pieces.items(), key=lambda kv: (-kv[1], kv[0]))]
 
 
-def _write_dicts(folder: str, d: Direction, codes: list[tuple[str, str, int]]) -> None:
+def _write_dicts(folder: str, d: Direction, codes: list[tuple[str, str, int]], sizes: dict | None = None) -> None:
     joined = "de" in (d.src, d.tgt)  # the official en-de/de-en models are joined-dict, en-ru/ru-en are not
     for lang in (d.src, d.tgt):
         langs = (d.src, d.tgt) if joined else (lang,)
         vocab = _vocabulary(langs, codes)
+        if sizes:  # fairseq's Dictionary adds 4 specials; the published dictionaries pad with madeupwordNNNN
+            pad = sizes[lang] - 4 - len(vocab)
+            if pad < 0:
+                raise ValueError(f"dictionary size {sizes[lang]} is smaller than the {len(vocab) + 4} entries needed")
+            vocab += [f"madeupword{i:04d}" for i in range(pad)]
         _write_lines(
             os.path.join(folder, f"dict.{lang}.txt"), [f"{tok} {len(vocab) - i}" for i, tok in enumerate(vocab)]
         )
@@ -137,13 +158,13 @@ def _write_lines(path: str, lines: list[str]) -> None:
 # The checkpoint.
 
 
-def _write_checkpoint(folder: str, d: Direction) -> None:
+def _write_checkpoint(folder: str, d: Direction, arch: list[str]) -> None:
     """Build the model with fairseq's parser and task; save it like a 2019 fairseq checkpoint."""
     import torch
     from fairseq import options, tasks
 
     share = ["--share-all-embeddings"] if "de" in (d.src, d.tgt) else ["--share-decoder-input-output-embed"]
-    argv = [folder, "--task", "translation", "--source-lang", d.src, "--target-lang", d.tgt, "--cpu", *ARCH, *share]
+    argv = [folder, "--task", "translation", "--source-lang", d.src, "--target-lang", d.tgt, "--cpu", *arch, *share]
     args = options.parse_args_and_arch(options.get_training_parser(), argv)
     state = torch.get_rng_state()
     try:
