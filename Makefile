@@ -62,19 +62,19 @@ lint: install
 	$(VENV)/bin/ruff check ssrp tests bench
 
 bench: install
-	$(PY) bench/corpus_read.py
-	$(PY) bench/features.py
-	$(PY) bench/roi_augment.py
-	$(PY) bench/backtranslate.py
-	$(PY) bench/parse.py
-	$(PY) bench/train.py
-	$(PY) bench/finetune.py
-	$(PY) bench/pipeline.py
-	$(PY) bench/caption.py
+	PYTHONPATH=. $(PY) bench/corpus_read.py
+	PYTHONPATH=. $(PY) bench/features.py
+	PYTHONPATH=. $(PY) bench/roi_augment.py
+	PYTHONPATH=. $(PY) bench/backtranslate.py
+	PYTHONPATH=. $(PY) bench/parse.py
+	PYTHONPATH=. $(PY) bench/train.py
+	PYTHONPATH=. $(PY) bench/finetune.py
+	PYTHONPATH=. $(PY) bench/pipeline.py
+	PYTHONPATH=. $(PY) bench/caption.py
 
 FULL_MODELS ?= bench/out/full-models
 bench-full: install
-	$(PY) bench/full_size.py --models $(FULL_MODELS) --device cpu
+	PYTHONPATH=. $(PY) bench/full_size.py --models $(FULL_MODELS) --device cpu
 
 sample: install
 	$(SSRP) sample coco $(COCO) --images 8 --seed 0

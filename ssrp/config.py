@@ -12,6 +12,12 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
+def require(cond: bool, message: str) -> None:
+    """A config's validation step: raise ValueError(message) unless ``cond``."""
+    if not cond:
+        raise ValueError(message)
+
+
 def to_dict(cfg: Any) -> Any:
     """A JSON-ready view of a (nested) dataclass config."""
     if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):

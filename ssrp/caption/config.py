@@ -17,16 +17,11 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from ssrp.config import with_overrides
+from ssrp.config import require, with_overrides
 
 PRESETS = ("paper", "tiny")
 FEATURE_PARTS = ("butd", "objects", "objects_rel")
 SSRP_PARTS = ("objects", "objects_rel")
-
-
-def _require(cond: bool, message: str) -> None:
-    if not cond:
-        raise ValueError(message)
 
 
 @dataclass(frozen=True)
@@ -40,10 +35,10 @@ class DataConfig:
     RUNTIME: ClassVar[frozenset[str]] = frozenset({"num_workers"})
 
     def __post_init__(self) -> None:
-        _require(self.min_count >= 1, f"data.min_count={self.min_count} must be >= 1")
-        _require(self.max_length >= 1, f"data.max_length={self.max_length} must be >= 1")
-        _require(self.seq_per_img >= 1, f"data.seq_per_img={self.seq_per_img} must be >= 1")
-        _require(self.num_workers >= 0, f"data.num_workers={self.num_workers} must be >= 0")
+        require(self.min_count >= 1, f"data.min_count={self.min_count} must be >= 1")
+        require(self.max_length >= 1, f"data.max_length={self.max_length} must be >= 1")
+        require(self.seq_per_img >= 1, f"data.seq_per_img={self.seq_per_img} must be >= 1")
+        require(self.num_workers >= 0, f"data.num_workers={self.num_workers} must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -62,12 +57,12 @@ class FeatureConfig:
     RUNTIME: ClassVar[frozenset[str]] = frozenset({"batch_size"})
 
     def __post_init__(self) -> None:
-        _require(len(self.parts) > 0 and all(p in FEATURE_PARTS for p in self.parts),
+        require(len(self.parts) > 0 and all(p in FEATURE_PARTS for p in self.parts),
                  f"features.parts={self.parts}: use a non-empty tuple of {FEATURE_PARTS}")
-        _require(len(set(self.parts)) == len(self.parts), f"features.parts={self.parts} repeats a part")
-        _require(self.max_objects >= 1, f"features.max_objects={self.max_objects} must be >= 1")
-        _require(self.rel_temperature >= 0, f"features.rel_temperature={self.rel_temperature} must be >= 0")
-        _require(self.batch_size >= 1, f"features.batch_size={self.batch_size} must be >= 1")
+        require(len(set(self.parts)) == len(self.parts), f"features.parts={self.parts} repeats a part")
+        require(self.max_objects >= 1, f"features.max_objects={self.max_objects} must be >= 1")
+        require(self.rel_temperature >= 0, f"features.rel_temperature={self.rel_temperature} must be >= 0")
+        require(self.batch_size >= 1, f"features.batch_size={self.batch_size} must be >= 1")
 
     @property
     def needs_ssrp(self) -> bool:
@@ -91,9 +86,9 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         for name in ("hidden", "att_hidden", "embed"):
-            _require(getattr(self, name) >= 1, f"model.{name}={getattr(self, name)} must be >= 1")
-        _require(0.0 <= self.dropout < 1.0, f"model.dropout={self.dropout} must be in [0, 1)")
-        _require(self.object_gates in ("auto", "on", "off"), f"model.object_gates={self.object_gates!r}: auto, on or off")
+            require(getattr(self, name) >= 1, f"model.{name}={getattr(self, name)} must be >= 1")
+        require(0.0 <= self.dropout < 1.0, f"model.dropout={self.dropout} must be in [0, 1)")
+        require(self.object_gates in ("auto", "on", "off"), f"model.object_gates={self.object_gates!r}: auto, on or off")
 
 
 @dataclass(frozen=True)
@@ -109,13 +104,13 @@ class PhaseConfig:
     samples: int = 5  # scst: sampled captions per image, each rewarded against the image's greedy caption
 
     def __post_init__(self) -> None:
-        _require(self.epochs >= 0, f"epochs={self.epochs} must be >= 0")
-        _require(self.lr > 0, f"lr={self.lr} must be > 0")
-        _require(self.batch_size >= 1, f"batch_size={self.batch_size} must be >= 1")
-        _require(self.lr_decay_every >= 0, f"lr_decay_every={self.lr_decay_every} must be >= 0")
-        _require(0 < self.lr_decay_rate <= 1, f"lr_decay_rate={self.lr_decay_rate} must be in (0, 1]")
-        _require(self.grad_clip >= 0, f"grad_clip={self.grad_clip} must be >= 0")
-        _require(self.samples >= 1, f"samples={self.samples} must be >= 1")
+        require(self.epochs >= 0, f"epochs={self.epochs} must be >= 0")
+        require(self.lr > 0, f"lr={self.lr} must be > 0")
+        require(self.batch_size >= 1, f"batch_size={self.batch_size} must be >= 1")
+        require(self.lr_decay_every >= 0, f"lr_decay_every={self.lr_decay_every} must be >= 0")
+        require(0 < self.lr_decay_rate <= 1, f"lr_decay_rate={self.lr_decay_rate} must be in (0, 1]")
+        require(self.grad_clip >= 0, f"grad_clip={self.grad_clip} must be >= 0")
+        require(self.samples >= 1, f"samples={self.samples} must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -128,10 +123,10 @@ class DecodeConfig:
     RUNTIME: ClassVar[frozenset[str]] = frozenset({"batch_size"})
 
     def __post_init__(self) -> None:
-        _require(self.beam_size >= 1, f"decode.beam_size={self.beam_size} must be >= 1")
-        _require(self.batch_size >= 1, f"decode.batch_size={self.batch_size} must be >= 1")
-        _require(self.val_images >= 0, f"decode.val_images={self.val_images} must be >= 0 (0 = all)")
-        _require(self.spice in ("auto", "on", "off"), f"decode.spice={self.spice!r}: use auto, on or off")
+        require(self.beam_size >= 1, f"decode.beam_size={self.beam_size} must be >= 1")
+        require(self.batch_size >= 1, f"decode.batch_size={self.batch_size} must be >= 1")
+        require(self.val_images >= 0, f"decode.val_images={self.val_images} must be >= 0 (0 = all)")
+        require(self.spice in ("auto", "on", "off"), f"decode.spice={self.spice!r}: use auto, on or off")
 
 
 @dataclass(frozen=True)
@@ -151,9 +146,9 @@ class CaptionConfig:
     RUNTIME: ClassVar[frozenset[str]] = frozenset({"device", "log_every", "ckpt_every", "progress"})
 
     def __post_init__(self) -> None:
-        _require(self.log_every >= 1, f"log_every={self.log_every} must be >= 1")
-        _require(self.ckpt_every >= 0, f"ckpt_every={self.ckpt_every} must be >= 0")
-        _require(self.xe.epochs + self.scst.epochs >= 1, "xe.epochs + scst.epochs must be >= 1")
+        require(self.log_every >= 1, f"log_every={self.log_every} must be >= 1")
+        require(self.ckpt_every >= 0, f"ckpt_every={self.ckpt_every} must be >= 0")
+        require(self.xe.epochs + self.scst.epochs >= 1, "xe.epochs + scst.epochs must be >= 1")
 
 
 def _tiny(cfg: CaptionConfig) -> CaptionConfig:

@@ -30,6 +30,7 @@ from ssrp.caption.scst import reward_scorer, scst_step
 from ssrp.caption.vocab import Vocab
 from ssrp.config import config_identity, diff_keys, to_dict
 from ssrp.devices import resolve_device
+from ssrp.train.steps import NonFiniteLossError
 
 logger = logging.getLogger(__name__)
 
@@ -147,7 +148,7 @@ def _epoch(run: Run, opt, name: str, phase: PhaseConfig, pos: Position, stop_aft
     t0, done = time.perf_counter(), 0
     try:
         for batch in iterate_batches(run.maker, batches, pos.epoch, cfg.data.num_workers):
-            out = _step(run, opt, name, phase, batch.to(run.device))
+            out = _step(run, opt, name, phase, batch.to(run.device), pos.step)
             for key, v in out.items():
                 sums[key] = sums.get(key, 0.0) + v
             pos.batch, pos.step, done = pos.batch + 1, pos.step + 1, done + 1
@@ -165,7 +166,7 @@ def _epoch(run: Run, opt, name: str, phase: PhaseConfig, pos: Position, stop_aft
     return {key: v / n for key, v in sums.items()}
 
 
-def _step(run: Run, opt, name: str, phase: PhaseConfig, batch) -> dict[str, float]:
+def _step(run: Run, opt, name: str, phase: PhaseConfig, batch, step: int) -> dict[str, float]:
     model, cfg = run.model, run.cfg
     model.train()
     if name == "xe":
@@ -176,6 +177,11 @@ def _step(run: Run, opt, name: str, phase: PhaseConfig, batch) -> dict[str, floa
         res = scst_step(model, batch.att, batch.mask, refs, run.reward(), phase.samples, cfg.data.max_length)
         loss = res.loss
         out = {"loss": loss.item(), "sample_reward": res.sample_reward, "greedy_reward": res.greedy_reward}
+    if not np.isfinite(out["loss"]):
+        images = ", ".join(str(int(i)) for i in batch.index[:8])
+        raise NonFiniteLossError(f"step {step + 1} ({name}): the loss is not finite ({out['loss']}); the batch's "
+                                 f"training images (first 8, by index): {images}. Nothing was saved from this step: "
+                                 "check the features and the learning rate")
     opt.zero_grad(set_to_none=True)
     loss.backward()
     if phase.grad_clip:

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-
-def _require(cond: bool, message: str) -> None:
-    if not cond:
-        raise ValueError(message)
+from ssrp.config import require
 
 
 @dataclass(frozen=True)
@@ -34,22 +31,22 @@ class EvalConfig:
     trees_parser_above: bool = False  # show: the parser's tree above the words (the paper's Fig. 3), the probe's below
 
     def __post_init__(self) -> None:
-        _require(self.batch_size >= 1, f"batch_size={self.batch_size} must be >= 1")
-        _require(self.max_images >= 0, f"max_images={self.max_images} must be >= 0 (0 = all)")
-        _require(2 <= self.min_length <= self.max_length,
+        require(self.batch_size >= 1, f"batch_size={self.batch_size} must be >= 1")
+        require(self.max_images >= 0, f"max_images={self.max_images} must be >= 0 (0 = all)")
+        require(2 <= self.min_length <= self.max_length,
                  f"min_length={self.min_length}, max_length={self.max_length}: need 2 <= min_length <= max_length")
-        _require(self.stability_groups >= 0, f"stability_groups={self.stability_groups} must be >= 0 (0 = all)")
-        _require(self.image_captions >= 0, f"image_captions={self.image_captions} must be >= 0 (0 = all)")
-        _require(self.rel_temperature >= 0, f"rel_temperature={self.rel_temperature} must be >= 0 (0 = per-image median)")
-        _require(0.0 <= self.fusion_weight <= 1.0, f"fusion_weight={self.fusion_weight} must be in [0, 1]")
-        _require(self.topk >= 1 and self.grid_queries >= 1,
+        require(self.stability_groups >= 0, f"stability_groups={self.stability_groups} must be >= 0 (0 = all)")
+        require(self.image_captions >= 0, f"image_captions={self.image_captions} must be >= 0 (0 = all)")
+        require(self.rel_temperature >= 0, f"rel_temperature={self.rel_temperature} must be >= 0 (0 = per-image median)")
+        require(0.0 <= self.fusion_weight <= 1.0, f"fusion_weight={self.fusion_weight} must be in [0, 1]")
+        require(self.topk >= 1 and self.grid_queries >= 1,
                  f"topk={self.topk}, grid_queries={self.grid_queries} must be >= 1")
-        _require(len(self.recall_ks) > 0 and all(k >= 1 for k in self.recall_ks),
+        require(len(self.recall_ks) > 0 and all(k >= 1 for k in self.recall_ks),
                  f"recall_ks={self.recall_ks} must be a non-empty tuple of positive ints")
-        _require(len(self.thumb_size) == 2 and min(self.thumb_size) >= 16,
+        require(len(self.thumb_size) == 2 and min(self.thumb_size) >= 16,
                  f"thumb_size={self.thumb_size} must be (width, height), each >= 16")
-        _require(self.show_objects >= 2, f"show_objects={self.show_objects} must be >= 2")
-        _require(self.show_edges in ("mst", "topk", "all"), f"show_edges={self.show_edges!r}: use mst, topk or all")
-        _require(self.show_topk >= 1 and self.show_columns >= 1,
+        require(self.show_objects >= 2, f"show_objects={self.show_objects} must be >= 2")
+        require(self.show_edges in ("mst", "topk", "all"), f"show_edges={self.show_edges!r}: use mst, topk or all")
+        require(self.show_topk >= 1 and self.show_columns >= 1,
                  f"show_topk={self.show_topk}, show_columns={self.show_columns} must be >= 1")
-        _require(self.label_chars >= 3, f"label_chars={self.label_chars} must be >= 3")
+        require(self.label_chars >= 3, f"label_chars={self.label_chars} must be >= 3")

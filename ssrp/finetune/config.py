@@ -11,18 +11,13 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from ssrp.config import with_overrides
+from ssrp.config import require, with_overrides
 
 TASKS = ("vqa", "gqa", "nlvr2")
 FEATURE_SETS = ("f_align", "f_align+rv", "f_align+rw", "f_align+rv+rw")  # Table 3's columns
 FUSIONS = ("linear", "projection")
 FREEZABLE = ("encoder", "align", "probes")
 PRESETS = ("paper", "tiny")
-
-
-def _require(cond: bool, message: str) -> None:
-    if not cond:
-        raise ValueError(message)
 
 
 @dataclass(frozen=True)
@@ -35,13 +30,13 @@ class HeadConfig:
     freeze: tuple[str, ...] = ()  # parts kept fixed: encoder, align, probes (LXMERT fine-tunes everything)
 
     def __post_init__(self) -> None:
-        _require(self.features in FEATURE_SETS, f"head.features={self.features!r}: use one of {FEATURE_SETS}")
-        _require(self.fusion in FUSIONS, f"head.fusion={self.fusion!r}: use one of {FUSIONS}")
-        _require(self.rel_dim >= 0, f"head.rel_dim={self.rel_dim} must be >= 0 (0: the model's hidden size)")
-        _require(0.0 <= self.fusion_weight <= 1.0, f"head.fusion_weight={self.fusion_weight} must be in [0, 1]")
-        _require(self.classifier_hidden >= 0, f"head.classifier_hidden={self.classifier_hidden} must be >= 0")
+        require(self.features in FEATURE_SETS, f"head.features={self.features!r}: use one of {FEATURE_SETS}")
+        require(self.fusion in FUSIONS, f"head.fusion={self.fusion!r}: use one of {FUSIONS}")
+        require(self.rel_dim >= 0, f"head.rel_dim={self.rel_dim} must be >= 0 (0: the model's hidden size)")
+        require(0.0 <= self.fusion_weight <= 1.0, f"head.fusion_weight={self.fusion_weight} must be in [0, 1]")
+        require(self.classifier_hidden >= 0, f"head.classifier_hidden={self.classifier_hidden} must be >= 0")
         bad = [p for p in self.freeze if p not in FREEZABLE]
-        _require(not bad, f"head.freeze={self.freeze}: {bad} unknown; use any of {FREEZABLE}")
+        require(not bad, f"head.freeze={self.freeze}: {bad} unknown; use any of {FREEZABLE}")
 
     @property
     def relations(self) -> tuple[str, ...]:
@@ -62,12 +57,12 @@ class TaskDataConfig:
     RUNTIME = frozenset({"num_workers", "valid_batch_size"})
 
     def __post_init__(self) -> None:
-        _require(len(self.train) >= 1, "data.train must name at least one split")
-        _require(self.max_tokens >= 3, f"data.max_tokens={self.max_tokens} must be >= 3 ([CLS] word [SEP])")
-        _require(self.max_objects >= 1, f"data.max_objects={self.max_objects} must be >= 1")
-        _require(self.bucket_batches >= 0, f"data.bucket_batches={self.bucket_batches} must be >= 0")
-        _require(self.num_workers >= -1, f"data.num_workers={self.num_workers} must be >= 0, or -1 for auto")
-        _require(self.valid_batch_size >= 1, f"data.valid_batch_size={self.valid_batch_size} must be >= 1")
+        require(len(self.train) >= 1, "data.train must name at least one split")
+        require(self.max_tokens >= 3, f"data.max_tokens={self.max_tokens} must be >= 3 ([CLS] word [SEP])")
+        require(self.max_objects >= 1, f"data.max_objects={self.max_objects} must be >= 1")
+        require(self.bucket_batches >= 0, f"data.bucket_batches={self.bucket_batches} must be >= 0")
+        require(self.num_workers >= -1, f"data.num_workers={self.num_workers} must be >= 0, or -1 for auto")
+        require(self.valid_batch_size >= 1, f"data.valid_batch_size={self.valid_batch_size} must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -84,13 +79,13 @@ class FinetuneOptimConfig:
     grad_clip: float = 5.0  # max global gradient norm (LXMERT: clip_grad_norm_(..., 5.)); 0 = off
 
     def __post_init__(self) -> None:
-        _require(self.lr > 0, f"optim.lr={self.lr} must be > 0")
-        _require(self.batch_size >= 1, f"optim.batch_size={self.batch_size} must be >= 1")
-        _require(self.epochs >= 1, f"optim.epochs={self.epochs} must be >= 1")
-        _require(self.max_steps >= 0, f"optim.max_steps={self.max_steps} must be >= 0")
-        _require(0.0 <= self.warmup_fraction < 1.0, f"optim.warmup_fraction={self.warmup_fraction} must be in [0, 1)")
-        _require(self.weight_decay >= 0, f"optim.weight_decay={self.weight_decay} must be >= 0")
-        _require(self.grad_clip >= 0, f"optim.grad_clip={self.grad_clip} must be >= 0")
+        require(self.lr > 0, f"optim.lr={self.lr} must be > 0")
+        require(self.batch_size >= 1, f"optim.batch_size={self.batch_size} must be >= 1")
+        require(self.epochs >= 1, f"optim.epochs={self.epochs} must be >= 1")
+        require(self.max_steps >= 0, f"optim.max_steps={self.max_steps} must be >= 0")
+        require(0.0 <= self.warmup_fraction < 1.0, f"optim.warmup_fraction={self.warmup_fraction} must be in [0, 1)")
+        require(self.weight_decay >= 0, f"optim.weight_decay={self.weight_decay} must be >= 0")
+        require(self.grad_clip >= 0, f"optim.grad_clip={self.grad_clip} must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -104,13 +99,14 @@ class FinetuneConfig:
     log_every: int = 100  # steps between log lines
     ckpt_every: int = 1000  # steps between checkpoints (also after each epoch's validation); 0 = not between
     progress: bool = True  # tqdm bar on rank 0
-    RUNTIME = frozenset({"log_every", "ckpt_every", "progress"})
+    check_finite: bool = True  # stop at the first step whose loss is not finite (one device sync per step)
+    RUNTIME = frozenset({"log_every", "ckpt_every", "progress", "check_finite"})
 
     def __post_init__(self) -> None:
-        _require(self.task in TASKS, f"task={self.task!r}: use one of {TASKS}")
-        _require(self.precision in ("auto", "bf16", "fp32"), f"precision={self.precision!r}: use auto, bf16 or fp32")
-        _require(self.log_every >= 1, f"log_every={self.log_every} must be >= 1")
-        _require(self.ckpt_every >= 0, f"ckpt_every={self.ckpt_every} must be >= 0")
+        require(self.task in TASKS, f"task={self.task!r}: use one of {TASKS}")
+        require(self.precision in ("auto", "bf16", "fp32"), f"precision={self.precision!r}: use auto, bf16 or fp32")
+        require(self.log_every >= 1, f"log_every={self.log_every} must be >= 1")
+        require(self.ckpt_every >= 0, f"ckpt_every={self.ckpt_every} must be >= 0")
 
 
 # LXMERT's fine-tuning scripts (run/*_finetune.bash @ 0db1182): splits, learning rate; batch 32 and 4 epochs for all.
@@ -144,8 +140,8 @@ def _tiny(cfg: FinetuneConfig) -> FinetuneConfig:
 
 def make_config(task: str, preset: str = "paper", overrides: tuple[str, ...] | list[str] = ()) -> FinetuneConfig:
     """The config of a run: LXMERT's defaults for the task, then the preset, then ``a.b=value`` overrides."""
-    _require(task in TASKS, f"task={task!r}: use one of {TASKS}")
-    _require(preset in PRESETS, f"preset={preset!r}: use one of {PRESETS}")
+    require(task in TASKS, f"task={task!r}: use one of {TASKS}")
+    require(preset in PRESETS, f"preset={preset!r}: use one of {PRESETS}")
     cfg = _task_defaults(task)
     if preset == "tiny":
         cfg = _tiny(cfg)

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ssrp.config import config_identity, diff_keys, to_dict
+from ssrp.config import to_dict
 from ssrp.finetune import checkpoint as ckpts
 from ssrp.finetune.config import FinetuneConfig
 from ssrp.finetune.data import TaskCollate, TaskDataset, Tokenizer, eval_loader, keep_with_images, load_examples
@@ -36,11 +36,19 @@ from ssrp.finetune.heads import FinetuneModel, build_model
 from ssrp.finetune.images import open_images
 from ssrp.finetune.metrics import score
 from ssrp.finetune.tasks import check_labels, load_answers
-from ssrp.train.checkpoint import Position
+from ssrp.train.checkpoint import Position, restore_training_state
 from ssrp.train.config import ModelConfig, Stage2Config, global_to_local_batch
 from ssrp.train.data import BucketBatchSampler, auto_workers, build_loader
 from ssrp.train.distributed import DistInfo, all_reduce_sum, barrier, init_distributed
-from ssrp.train.steps import lr_lambda, normalise, param_groups, step_seed, to_device
+from ssrp.train.steps import (
+    lr_lambda,
+    normalise,
+    optimiser_step,
+    param_groups,
+    raise_if_not_finite,
+    step_seed,
+    to_device,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -175,14 +183,10 @@ def train_step(run: FinetuneRun, batch: dict[str, Tensor], step: int) -> tuple[f
     """Forward, backward, clip, optimiser and scheduler step; returns lr, the loss and the batch's score sum."""
     torch.manual_seed(step_seed(run.cfg.seed, run.info.rank, step))
     loss, logits = compute_loss(run, batch)
-    run.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if run.cfg.optim.grad_clip > 0:
-        params = [p for g in run.optimizer.param_groups for p in g["params"]]
-        torch.nn.utils.clip_grad_norm_(params, run.cfg.optim.grad_clip)
-    lr = run.optimizer.param_groups[0]["lr"]
-    run.optimizer.step()
-    run.scheduler.step()
+    if run.cfg.check_finite:
+        examples = (f"example {i}" for i in batch["index"].tolist())
+        raise_if_not_finite(run.info, loss, {"loss": loss}, examples, step)
+    lr = optimiser_step(run.optimizer, run.scheduler, loss, run.cfg.optim.grad_clip)
     return lr, loss.detach(), batch_score(run.cfg.task, logits.detach(), batch)
 
 
@@ -251,15 +255,7 @@ def save_latest(run: FinetuneRun, progress: Progress, header: dict, path: str) -
 
 
 def restore(run: FinetuneRun, ckpt: dict) -> Progress:
-    changed = diff_keys(config_identity(ckpts.config_of(ckpt)), config_identity(run.cfg))
-    if changed:
-        raise ValueError(f"cannot resume: the checkpoint was written with other settings ({', '.join(changed)})")
-    run.model.load_state_dict(ckpt["model"])
-    run.optimizer.load_state_dict(ckpt["optimizer"])
-    run.scheduler.load_state_dict(ckpt["scheduler"])
-    torch.set_rng_state(ckpt["rng"]["torch"])
-    if ckpt["rng"]["cuda"] and run.info.device.type == "cuda":
-        torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
+    restore_training_state(run, ckpt, ckpts.config_of(ckpt), run.cfg)
     return Progress(Position(ckpt["step"], ckpt["epoch"], ckpt["batch"]), ckpt["best"])
 
 

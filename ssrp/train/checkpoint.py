@@ -154,8 +154,11 @@ def save_checkpoint(run: Run, path: str, pos: Position) -> None:
         torch.save(state, tmp)
 
 
-def restore(run: Run, ckpt: dict) -> Position:
-    changed = diff_keys(config_identity(train_config_of(ckpt)), config_identity(run.cfg))
+def restore_training_state(run, ckpt: dict, saved_config, config) -> None:
+    """Resume a run (a pretraining or a fine-tuning one: anything with model, optimizer, scheduler and info) from
+    its checkpoint: refused when the settings that define the run differ; otherwise weights, optimiser,
+    schedule and random state as they were saved."""
+    changed = diff_keys(config_identity(saved_config), config_identity(config))
     if changed:
         raise ValueError(f"cannot resume: the checkpoint was written with other settings ({', '.join(changed)})")
     run.model.load_state_dict(ckpt["model"])
@@ -164,6 +167,10 @@ def restore(run: Run, ckpt: dict) -> Position:
     torch.set_rng_state(ckpt["rng"]["torch"])
     if ckpt["rng"]["cuda"] and run.info.device.type == "cuda":
         torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
+
+
+def restore(run: Run, ckpt: dict) -> Position:
+    restore_training_state(run, ckpt, train_config_of(ckpt), run.cfg)
     if run.cfg.stage == "stage2":
         run.model.freeze_encoder()
     run.best = dict(ckpt.get("best", {}))

@@ -12,16 +12,11 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from ssrp.config import with_overrides
+from ssrp.config import require, with_overrides
 
 VARIANTS = ("share", "visual", "cross")
 STAGES = ("stage1", "stage2")
 PRESETS = ("paper", "tiny")
-
-
-def _require(cond: bool, message: str) -> None:
-    if not cond:
-        raise ValueError(message)
 
 
 @dataclass(frozen=True)
@@ -46,19 +41,19 @@ class ModelConfig:
     unpad: str = "auto"  # token-wise layers skip padded positions: on | off | auto (= on for CPU tensors only)
 
     def __post_init__(self) -> None:
-        _require(self.variant in VARIANTS, f"model.variant={self.variant!r}: use one of {VARIANTS}")
-        _require(self.hidden > 0 and self.heads > 0, f"model.hidden={self.hidden}, heads={self.heads} must be > 0")
-        _require(self.hidden % self.heads == 0, f"model.hidden={self.hidden} must be divisible by heads={self.heads}")
+        require(self.variant in VARIANTS, f"model.variant={self.variant!r}: use one of {VARIANTS}")
+        require(self.hidden > 0 and self.heads > 0, f"model.hidden={self.hidden}, heads={self.heads} must be > 0")
+        require(self.hidden % self.heads == 0, f"model.hidden={self.hidden} must be divisible by heads={self.heads}")
         for name in ("text_layers", "visual_layers", "inter_layers"):
-            _require(getattr(self, name) >= 0, f"model.{name}={getattr(self, name)} must be >= 0")
-        _require(0.0 <= self.dropout < 1.0, f"model.dropout={self.dropout} must be in [0, 1)")
-        _require(self.feature_dim >= 0, f"model.feature_dim={self.feature_dim} must be >= 0 (0: from the corpus)")
-        _require(self.num_object_labels > 0, f"model.num_object_labels={self.num_object_labels} must be > 0")
-        _require(
+            require(getattr(self, name) >= 0, f"model.{name}={getattr(self, name)} must be >= 0")
+        require(0.0 <= self.dropout < 1.0, f"model.dropout={self.dropout} must be in [0, 1)")
+        require(self.feature_dim >= 0, f"model.feature_dim={self.feature_dim} must be >= 0 (0: from the corpus)")
+        require(self.num_object_labels > 0, f"model.num_object_labels={self.num_object_labels} must be > 0")
+        require(
             self.share_attention in ("separate", "joint"),
             f"model.share_attention={self.share_attention!r}: use 'separate' or 'joint'",
         )
-        _require(self.unpad in ("auto", "on", "off"), f"model.unpad={self.unpad!r}: use auto, on or off")
+        require(self.unpad in ("auto", "on", "off"), f"model.unpad={self.unpad!r}: use auto, on or off")
 
 
 @dataclass(frozen=True)
@@ -76,10 +71,10 @@ class DataConfig:
     check_crc: bool = True  # check every record's crc32 as it is read (bench/corpus_read.py measures the cost)
 
     def __post_init__(self) -> None:
-        _require(self.max_tokens >= 3, f"data.max_tokens={self.max_tokens} must be >= 3 ([CLS] word [SEP])")
-        _require(self.max_objects >= 1, f"data.max_objects={self.max_objects} must be >= 1")
-        _require(self.num_workers >= -1, f"data.num_workers={self.num_workers} must be >= 0, or -1 for auto")
-        _require(self.bucket_batches >= 0, f"data.bucket_batches={self.bucket_batches} must be >= 0")
+        require(self.max_tokens >= 3, f"data.max_tokens={self.max_tokens} must be >= 3 ([CLS] word [SEP])")
+        require(self.max_objects >= 1, f"data.max_objects={self.max_objects} must be >= 1")
+        require(self.num_workers >= -1, f"data.num_workers={self.num_workers} must be >= 0, or -1 for auto")
+        require(self.bucket_batches >= 0, f"data.bucket_batches={self.bucket_batches} must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -92,8 +87,8 @@ class Stage1Config:
     match_weight: float = 1.0
 
     def __post_init__(self) -> None:
-        _require(0.0 < self.mask_prob < 1.0, f"stage1.mask_prob={self.mask_prob} must be in (0, 1)")
-        _require(0.0 <= self.mismatch_prob < 1.0, f"stage1.mismatch_prob={self.mismatch_prob} must be in [0, 1)")
+        require(0.0 < self.mask_prob < 1.0, f"stage1.mask_prob={self.mask_prob} must be in (0, 1)")
+        require(0.0 <= self.mismatch_prob < 1.0, f"stage1.mismatch_prob={self.mismatch_prob} must be in [0, 1)")
 
 
 @dataclass(frozen=True)
@@ -108,10 +103,10 @@ class Stage2Config:
     xcl_denominator: str = "all"  # "all": softmax over every candidate; "literal": Eq. 7's 1[k != m]
 
     def __post_init__(self) -> None:
-        _require(self.probe_rank > 0, f"stage2.probe_rank={self.probe_rank} must be > 0")
-        _require(self.temperature > 0, f"stage2.temperature={self.temperature} must be > 0")
-        _require(self.max_nodes >= 2, f"stage2.max_nodes={self.max_nodes} must be >= 2")
-        _require(
+        require(self.probe_rank > 0, f"stage2.probe_rank={self.probe_rank} must be > 0")
+        require(self.temperature > 0, f"stage2.temperature={self.temperature} must be > 0")
+        require(self.max_nodes >= 2, f"stage2.max_nodes={self.max_nodes} must be >= 2")
+        require(
             self.xcl_denominator in ("all", "literal"),
             f"stage2.xcl_denominator={self.xcl_denominator!r}: use 'all' or 'literal'",
         )
@@ -130,12 +125,12 @@ class OptimConfig:
     grad_clip: float = 1.0  # max global gradient norm; 0 = off
 
     def __post_init__(self) -> None:
-        _require(self.lr > 0, f"optim.lr={self.lr} must be > 0")
-        _require(self.batch_size >= 1, f"optim.batch_size={self.batch_size} must be >= 1")
-        _require(self.epochs >= 1, f"optim.epochs={self.epochs} must be >= 1")
-        _require(self.max_steps >= 0, f"optim.max_steps={self.max_steps} must be >= 0")
-        _require(0.0 <= self.warmup_fraction < 1.0, f"optim.warmup_fraction={self.warmup_fraction} must be in [0, 1)")
-        _require(self.grad_clip >= 0, f"optim.grad_clip={self.grad_clip} must be >= 0")
+        require(self.lr > 0, f"optim.lr={self.lr} must be > 0")
+        require(self.batch_size >= 1, f"optim.batch_size={self.batch_size} must be >= 1")
+        require(self.epochs >= 1, f"optim.epochs={self.epochs} must be >= 1")
+        require(self.max_steps >= 0, f"optim.max_steps={self.max_steps} must be >= 0")
+        require(0.0 <= self.warmup_fraction < 1.0, f"optim.warmup_fraction={self.warmup_fraction} must be in [0, 1)")
+        require(self.grad_clip >= 0, f"optim.grad_clip={self.grad_clip} must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -165,13 +160,13 @@ class TrainConfig:
     best_metric: str = ""  # the validation metric that picks best.pt; "" = loss (stage 1), uuas (stage 2)
 
     def __post_init__(self) -> None:
-        _require(self.stage in STAGES, f"stage={self.stage!r}: use one of {STAGES}")
-        _require(self.precision in ("auto", "bf16", "fp32"), f"precision={self.precision!r}: use auto, bf16 or fp32")
-        _require(self.log_every >= 1, f"log_every={self.log_every} must be >= 1")
-        _require(self.ckpt_every >= 0, f"ckpt_every={self.ckpt_every} must be >= 0")
-        _require(self.val_every >= 0 and self.val_pairs >= 1, "val_every must be >= 0 and val_pairs >= 1")
+        require(self.stage in STAGES, f"stage={self.stage!r}: use one of {STAGES}")
+        require(self.precision in ("auto", "bf16", "fp32"), f"precision={self.precision!r}: use auto, bf16 or fp32")
+        require(self.log_every >= 1, f"log_every={self.log_every} must be >= 1")
+        require(self.ckpt_every >= 0, f"ckpt_every={self.ckpt_every} must be >= 0")
+        require(self.val_every >= 0 and self.val_pairs >= 1, "val_every must be >= 0 and val_pairs >= 1")
         metrics = STAGE1_METRICS if self.stage == "stage1" else STAGE2_METRICS
-        _require(not self.best_metric or self.best_metric in metrics,
+        require(not self.best_metric or self.best_metric in metrics,
                  f"best_metric={self.best_metric!r}: use one of {metrics} for {self.stage}")
 
 
@@ -218,8 +213,8 @@ def make_config(
     stage: str, variant: str, preset: str = "paper", overrides: tuple[str, ...] | list[str] = ()
 ) -> TrainConfig:
     """The config of a run: paper defaults of the stage, then the preset, then ``a.b=value`` overrides."""
-    _require(stage in STAGES, f"stage={stage!r}: use one of {STAGES}")
-    _require(preset in PRESETS, f"preset={preset!r}: use one of {PRESETS}")
+    require(stage in STAGES, f"stage={stage!r}: use one of {STAGES}")
+    require(preset in PRESETS, f"preset={preset!r}: use one of {PRESETS}")
     cfg = TrainConfig(stage=stage, model=ModelConfig(variant=variant), optim=_stage_defaults(stage))
     if preset == "tiny":
         cfg = _tiny(cfg)
@@ -227,7 +222,7 @@ def make_config(
 
 
 def global_to_local_batch(batch_size: int, world_size: int) -> int:
-    _require(
+    require(
         batch_size % world_size == 0,
         f"optim.batch_size={batch_size} is not divisible by the {world_size} ranks; pick a multiple of {world_size}",
     )

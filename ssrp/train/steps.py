@@ -215,16 +215,36 @@ class NonFiniteLossError(RuntimeError):
 
 def check_finite(run: Run, total: Tensor, losses: dict[str, Tensor], batch: dict, step: int) -> None:
     """Raise NonFiniteLossError on every rank if the loss of any rank is not finite (one device sync)."""
-    bad = all_reduce_sum((~torch.isfinite(total.detach())).float(), run.info)
+    raise_if_not_finite(run.info, total, losses, batch.get("keys", []), step)
+
+
+def raise_if_not_finite(info: DistInfo, total: Tensor, losses: dict[str, Tensor], keys, step: int) -> None:
+    """The check every trainer makes before a step touches the weights: if the loss of any rank is NaN or
+    infinite, raise NonFiniteLossError on every rank, naming the step, the losses and the batch's records."""
+    bad = all_reduce_sum((~torch.isfinite(total.detach())).float(), info)
     if float(bad) == 0:
         return
     values = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in losses.items())
-    keys = batch.get("keys", [])
+    keys = list(keys)
     raise NonFiniteLossError(
         f"step {step + 1}: the loss is not finite on {int(bad)} rank(s) (this rank: {values}); the batch's records: "
         f"{', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}. Nothing was saved from this step: check the "
-        "corpus (`ssrp corpus verify`) and the learning rate"
+        "inputs (`ssrp corpus verify` for a corpus) and the learning rate"
     )
+
+
+def optimiser_step(optimizer: torch.optim.Optimizer, scheduler, loss: Tensor, grad_clip: float) -> float:
+    """Backward, clip the global gradient norm at ``grad_clip`` (0: no clipping), optimiser and scheduler step;
+    returns the learning rate the step used."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip > 0:
+        params = [p for g in optimizer.param_groups for p in g["params"]]
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    lr = optimizer.param_groups[0]["lr"]
+    optimizer.step()
+    scheduler.step()
+    return lr
 
 
 def train_step(run: Run, batch: dict[str, Tensor], step: int) -> tuple[float, dict[str, Tensor]]:
@@ -233,14 +253,7 @@ def train_step(run: Run, batch: dict[str, Tensor], step: int) -> tuple[float, di
     total, losses = compute_losses(run, batch)
     if run.cfg.check_finite:
         check_finite(run, total, losses, batch, step)
-    run.optimizer.zero_grad(set_to_none=True)
-    total.backward()
-    if run.cfg.optim.grad_clip > 0:
-        params = [p for g in run.optimizer.param_groups for p in g["params"]]
-        torch.nn.utils.clip_grad_norm_(params, run.cfg.optim.grad_clip)
-    lr = run.optimizer.param_groups[0]["lr"]
-    run.optimizer.step()
-    run.scheduler.step()
+    lr = optimiser_step(run.optimizer, run.scheduler, total, run.cfg.optim.grad_clip)
     return lr, {k: v.detach() for k, v in losses.items()}
 
 

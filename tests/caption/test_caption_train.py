@@ -120,3 +120,23 @@ def test_a_run_refuses_to_overwrite_or_to_resume_with_other_settings(planted, xe
     other = make_config("tiny", BASE + ["xe.epochs=15", "scst.epochs=0", "xe.lr=0.1"])
     with pytest.raises(ValueError, match=r"other settings \(xe.lr\)"):
         train(other, planted["karpathy"], planted["corpus"], out, resume=True)
+
+
+
+def test_a_non_finite_loss_stops_training_before_the_weights_take_it(tmp_path):
+    """Features holding a NaN (written as valid records) give a non-finite loss at the first step: the run stops
+    there, naming the step and the images, and no checkpoint takes the weights in."""
+    from caption_helpers import planted_set, write_corpus_of, write_karpathy
+
+    from ssrp.train.steps import NonFiniteLossError
+
+    images = planted_set(n_train=8, n_val=2, n_test=2)
+    for img in images:
+        img["features"][0, 0] = np.nan
+    karpathy = write_karpathy(images, str(tmp_path / "dataset_coco.json"))
+    corpus = write_corpus_of(images, str(tmp_path / "corpus"))
+    out = tmp_path / "run"
+    cfg = make_config("tiny", BASE + ["xe.epochs=1", "scst.epochs=0"])
+    with pytest.raises(NonFiniteLossError, match=r"step 1 \(xe\): the loss is not finite .*images"):
+        train(cfg, karpathy, corpus, str(out))
+    assert not (out / CHECKPOINT).exists()

@@ -118,3 +118,15 @@ def test_cli_errors_are_one_line(tmp_path, bert_dir, corpus, pretrained, tasks, 
     assert ssrp_main(["score", "vqa", "--data", str(bad), "--split", "train", "--pred", "x.json"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "train.json record 0: missing field 'img_id'" in err
+
+
+def test_a_non_finite_loss_stops_fine_tuning_before_the_weights_take_it(tmp_path, inputs_for):
+    """An absurd learning rate blows the weights up after the first step: the next loss is not finite, and the
+    run stops there, naming the step and the examples, with no checkpoint of the blown-up weights."""
+    from ssrp.train.steps import NonFiniteLossError
+
+    out = tmp_path / "ft"
+    cfg = make_config("vqa", "tiny", [*SHORT, "optim.lr=1e30", "optim.grad_clip=0"])
+    with pytest.raises(NonFiniteLossError, match=r"step \d+: the loss is not finite .*example \d+"):
+        finetune(cfg, inputs_for("vqa"), str(out))
+    assert not (out / "checkpoint.pt").exists() and not (out / "best.pt").exists()
