@@ -6,7 +6,7 @@
 #   make bench       the CPU benchmarks (figures in BENCHMARKS.md)
 #   make bench-full  every stage at full model size (random weights, built into FULL_MODELS) on CPU
 #   make models      fetch the official weights into MODELS (needs internet)
-#   make features | augment | parse | corpus   build a corpus:  COCO=dir OUT=dir MODELS=dir RUNNER=local|direct|dataflow
+#   make features | augment | parse | corpus   build a corpus:  COCO=dir OUT=dir MODELS=dir RUNNER=local|direct|dask|dataflow (dask: ARGS="--dask-workers 4")
 #                    (defaults: the demo sample and tiny models, OUT=demo-out/<target>)
 #   make pretrain    stage 1 then stage 2 with the paper's settings: CORPUS=dir RUN=dir BERT=dir VARIANT=cross NPROC=n
 #   make caption     Up-Down captioning (Table 5): KARPATHY=dataset_coco.json CAPTION_FEATURES=corpus|h5|tsv SSRP_CKPT=stage-2
@@ -99,8 +99,8 @@ demo: install
 	$(SSRP) build --coco demo-out/coco --split val --models demo-out/models --out demo-out/corpus-val $(DEMO_TRANSLATE)
 	$(SSRP) corpus verify demo-out/corpus
 	$(SSRP) corpus stats demo-out/corpus
-	$(SSRP) train stage1 --variant cross --corpus demo-out/corpus --out demo-out/run1 --bert demo-out/models/bert --preset tiny
-	$(SSRP) train stage2 --variant cross --corpus demo-out/corpus --out demo-out/run2 --init demo-out/run1/checkpoint.pt --preset tiny
+	$(SSRP) train stage1 --variant cross --corpus demo-out/corpus --val-corpus demo-out/corpus-val --out demo-out/run1 --bert demo-out/models/bert --preset tiny
+	$(SSRP) train stage2 --variant cross --corpus demo-out/corpus --val-corpus demo-out/corpus-val --out demo-out/run2 --init demo-out/run1/checkpoint.pt --preset tiny
 	$(SSRP) eval probe --ckpt demo-out/run2/checkpoint.pt --corpus demo-out/corpus-val --json demo-out/eval/probe.json
 	$(SSRP) show --ckpt demo-out/run2/checkpoint.pt --corpus demo-out/corpus-val --coco demo-out/coco --out demo-out/eval/figures
 	$(SSRP) retrieve --ckpt demo-out/run2/checkpoint.pt --corpus demo-out/corpus-val --coco demo-out/coco --out demo-out/eval/retrieval
@@ -156,9 +156,11 @@ else
 TRAIN := $(VENV)/bin/torchrun --standalone --nproc_per_node=$(NPROC) -m ssrp train
 endif
 
+VAL_CORPUS ?=
+VAL_ARG = $(if $(VAL_CORPUS),--val-corpus $(VAL_CORPUS))
 pretrain: install
-	$(TRAIN) stage1 --variant $(VARIANT) --corpus $(CORPUS) --out $(RUN)/stage1 --bert $(BERT) --resume $(ARGS)
-	$(TRAIN) stage2 --variant $(VARIANT) --corpus $(CORPUS) --out $(RUN)/stage2 --init $(RUN)/stage1/checkpoint.pt --resume $(ARGS)
+	$(TRAIN) stage1 --variant $(VARIANT) --corpus $(CORPUS) $(VAL_ARG) --out $(RUN)/stage1 --bert $(BERT) --resume $(ARGS)
+	$(TRAIN) stage2 --variant $(VARIANT) --corpus $(CORPUS) $(VAL_ARG) --out $(RUN)/stage2 --init $(RUN)/stage1/checkpoint.pt --resume $(ARGS)
 
 # Up-Down captioning on SSRP-Visual's refined objects and relations (or BASELINE=1: the BUTD features alone):
 # cross-entropy then SCST, resumed where it stopped; then the test-split metrics and the results JSON.

@@ -118,7 +118,7 @@ def _images(model, args) -> list[int]:
 
 
 def _warn_if_trained_on(model, ids: list[int]) -> str | None:
-    from ssrp.eval.select import training_overlap
+    from ssrp.corpus.overlap import training_overlap
 
     leak = training_overlap(model.trained_on, model.reader, ids)
     if leak:

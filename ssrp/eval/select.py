@@ -54,30 +54,6 @@ def _split_ids(reader: CorpusReader, ids: list[int], split: str, coco: str | Non
     return set().union(*(coco_split_ids(coco, part) for part in _PARTS[split]))
 
 
-def training_overlap(trained_on: list[dict], reader: CorpusReader, image_ids: list[int]) -> str | None:
-    """Why the images evaluated are not held out (a sentence), or None when none was in training.
-
-    Exact when a training corpus is readable at its recorded path (image ids compared); otherwise by split
-    (an image of a split a training corpus held)."""
-    if not trained_on:
-        return "the checkpoint does not record its training corpus: it cannot be checked that these images are held out"
-    wanted = set(image_ids)
-    for corpus in trained_on:
-        path = corpus.get("path", "")
-        if os.path.exists(os.path.join(path, "manifest.json")):
-            with CorpusReader(path) as trained:
-                seen = wanted & set(trained.image_ids())
-            if seen:
-                return f"{len(seen)} of the {len(image_ids)} images evaluated are in the training corpus {path}"
-            continue
-        splits = {s for s, n in corpus.get("splits", {}).items() if s and n}
-        hit = [i for i in image_ids if reader.index(i).split in splits]
-        if hit:
-            return (f"{len(hit)} of the {len(image_ids)} images evaluated belong to split(s) {sorted(splits)}, which the "
-                    f"training corpus {path} held")
-    return None
-
-
 def image_views(reader: CorpusReader, image_id: int) -> list[str]:
     """The views of one image present in the corpus, 'raw' first."""
     views = [v for v in reader.views() if image_key(image_id, v) in reader]

@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from ssrp.config import to_dict
 from ssrp.corpus import CorpusReader
+from ssrp.corpus.overlap import training_overlap
 from ssrp.fileutil import atomic_write_text, require_dir_path
 from ssrp.train.checkpoint import CHECKPOINT, Position, load_checkpoint, restore, save_checkpoint, trained_corpora
 from ssrp.train.config import TrainConfig, global_to_local_batch
@@ -216,6 +217,8 @@ def train(
         "bf16 autocast" if use_bf16(cfg, info) else "fp32",
     )
     sink = MetricsSink(out, cfg, info)
+    if val_corpus and info.is_main:
+        warn_if_not_held_out(run.corpora, val_corpus)
     validate = _validation(run, val_corpus, sink, os.path.join(out, BEST)) if val_corpus else None
     try:
         last = run_loop(run, sampler, loader, pos, sink, ckpt_path, stop_after, validate)
@@ -259,6 +262,16 @@ def run_loop(run, sampler, loader, pos: Position, sink: MetricsSink, ckpt_path: 
         save(pos)
     bar.close()
     return last
+
+
+def warn_if_not_held_out(corpora: list[dict], val_corpus: str) -> str | None:
+    """A --val-corpus holding images the model is trained on measures memory, not generalisation: say so."""
+    with CorpusReader(val_corpus) as reader:
+        leak = training_overlap(corpora, reader, reader.image_ids())
+    if leak:
+        logger.warning("NOT HELD OUT (--val-corpus): %s; validation will measure training images. Build the held-out "
+                       "corpus with `ssrp build --split val`.", leak)
+    return leak
 
 
 def _validation(run: Run, val_corpus: str, sink: MetricsSink, best_path: str) -> Callable[[Position], None]:

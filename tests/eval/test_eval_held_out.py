@@ -7,7 +7,8 @@ from eval_helpers import build_corpus
 
 from ssrp.cli import main
 from ssrp.corpus import CorpusReader
-from ssrp.eval.select import select_images, training_overlap
+from ssrp.corpus.overlap import training_overlap
+from ssrp.eval.select import select_images
 from ssrp.train.checkpoint import load_checkpoint
 
 
@@ -57,3 +58,13 @@ def test_split_selection_reads_the_records(tmp_path):
     old = build_corpus(str(tmp_path / "old"), n_images=2, split="")  # records without a split (format 1)
     with CorpusReader(old) as reader, pytest.raises(ValueError, match="needs --coco COCO_ROOT"):
         select_images(reader, "val")
+
+
+def test_a_corpus_rebuilt_at_the_recorded_path_falls_back_to_the_splits(held_out):
+    """The recorded path now holds another corpus (other config hash): its images say nothing of training."""
+    with CorpusReader(held_out) as reader:
+        here = {"path": held_out, "config_hash": reader.manifest["config_hash"], "inputs": reader.manifest.get("inputs", {}),
+                "splits": {"train": 16}}
+        assert "8 of the 8 images evaluated are in the training corpus" in training_overlap([here], reader, reader.image_ids())
+        rebuilt = {**here, "config_hash": "another build"}
+        assert training_overlap([rebuilt], reader, reader.image_ids()) is None  # val images; training held train

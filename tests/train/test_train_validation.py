@@ -76,3 +76,15 @@ def test_losses_improve_downwards_and_accuracies_upwards():
     assert better("loss", 1.0, 2.0) and not better("loss", 3.0, 2.0)
     assert better("uuas", 0.5, 0.4) and not better("itm_acc", 0.3, 0.4)
     assert better("probe", 0.1, None) and not better("uuas", float("nan"), None)
+
+
+def test_a_val_corpus_of_training_images_is_flagged(corpus, val_corpus, caplog, tmp_path):
+    """The val corpus here reuses the training corpus's image ids 1-6: validation would measure memory."""
+    from ssrp.train.checkpoint import corpus_identity
+    from ssrp.train.loop import warn_if_not_held_out
+
+    leak = warn_if_not_held_out([corpus_identity(corpus)], val_corpus)
+    assert leak.startswith("6 of the 6 images evaluated are in the training corpus")
+    assert "NOT HELD OUT (--val-corpus)" in caplog.text
+    moved = {"path": str(tmp_path / "gone"), "splits": {"other": 24}}  # trained on another split only
+    assert warn_if_not_held_out([moved], val_corpus) is None
