@@ -33,7 +33,7 @@ BERT ?= $(MODELS)/bert
 ARGS ?=
 IMAGE ?= ssrp-worker:latest
 
-.PHONY: install test lint demo bench bench-full models tiny-models sample features augment parse corpus pretrain finetune caption image clean
+.PHONY: install test lint demo bench bench-full models spice tiny-models sample features augment parse corpus pretrain finetune caption image clean
 
 install: $(STAMP)
 
@@ -85,6 +85,10 @@ tiny-models: install
 models: install
 	$(SSRP) models fetch all --to $(MODELS)
 
+# SPICE's Stanford CoreNLP 3.6.0 jars (needs internet; pycocoevalcap's own fetcher), for `ssrp caption eval`
+spice: install
+	$(PY) -m pycocoevalcap.spice.get_stanford_models
+
 # The whole system on the embedded sample with the tiny models: a training corpus (train2017) and a held-out one
 # (val2017); pretraining on the first, evaluation on the second. The tiny translators are random, so their
 # paraphrases are noise; the demo lifts the length-ratio and <unk> filters so that every caption still shows its
@@ -121,6 +125,7 @@ demo: install
 	$(SSRP) finetune sample vqa --corpus demo-out/corpus --out demo-out/tasks/vqa
 	$(SSRP) finetune vqa --data demo-out/tasks/vqa --corpus demo-out/corpus --bert demo-out/models/bert \
 	    --stage1 demo-out/run1/checkpoint.pt --stage2 demo-out/run2/checkpoint.pt --out demo-out/ft-vqa --preset tiny
+	$(SSRP) predict --run demo-out/ft-vqa --split minival
 	$(SSRP) predict --run demo-out/ft-vqa --split test
 	@echo "demo done: corpora in demo-out/corpus (train) and corpus-val (held out), runs in demo-out/run1 and run2, figures in demo-out/eval/, model in demo-out/release/, captions in demo-out/caption/, VQA fine-tuning in demo-out/ft-vqa"
 

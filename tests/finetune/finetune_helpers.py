@@ -102,3 +102,24 @@ def ddp_worker(rank: int, world: int, port: int, inputs, out: str) -> None:
             torch.save(grads, out)
     finally:
         dist.destroy_process_group()
+
+
+def ddp_finetune_worker(rank: int, world: int, port: int, inputs, out: str, overrides: list, stop_after) -> None:
+    """One rank of a whole fine-tuning run (``finetune``: loader, steps, validation, checkpoints) under gloo."""
+    import torch
+    import torch.distributed as dist
+
+    from ssrp.finetune.config import make_config
+    from ssrp.finetune.loop import finetune
+    from ssrp.train.distributed import init_distributed
+
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank)
+    )
+    torch.set_num_threads(1)
+    info = init_distributed("cpu")
+    try:
+        finetune(make_config("vqa", "tiny", overrides), inputs, out, info=info, stop_after=stop_after,
+                 resume=stop_after is None and os.path.exists(os.path.join(out, "checkpoint.pt")))
+    finally:
+        dist.destroy_process_group()
