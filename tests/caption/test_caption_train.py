@@ -140,3 +140,16 @@ def test_a_non_finite_loss_stops_training_before_the_weights_take_it(tmp_path):
     with pytest.raises(NonFiniteLossError, match=r"step 1 \(xe\): the loss is not finite .*images"):
         train(cfg, karpathy, corpus, str(out))
     assert not (out / CHECKPOINT).exists()
+
+
+@pytest.mark.slow
+def test_the_trainers_scst_phase_raises_the_reward_it_optimises(planted, tmp_path):
+    """Through train() itself (its optimiser, clipping and batches): the greedy CIDEr-D reward on the training
+    images, recorded each SCST epoch, ends above where the SCST phase started."""
+    cfg = make_config("tiny", BASE + ["xe.epochs=6", "scst.epochs=10", "scst.lr=1e-3"])
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    summary = train(cfg, planted["karpathy"], planted["corpus"], str(tmp_path / "run"))
+    torch.set_num_threads(old)
+    rewards = [h["greedy_reward"] for h in summary["history"] if h["phase"] == "scst"]
+    assert len(rewards) == 10 and np.mean(rewards[-3:]) > 1.3 * rewards[0], rewards
