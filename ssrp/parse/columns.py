@@ -30,8 +30,12 @@ FIELDS = ("id", "text", "upos", "xpos", "feats", "lemma", "head", "deprel", "mis
 
 
 def supports(nlp) -> bool:
-    """Whether ``nlp`` is a pretokenized pipeline of exactly tokenize, pos, lemma and depparse."""
-    return bool(nlp.config.get("tokenize_pretokenized")) and set(nlp.processors) == {"tokenize", *PROCESSORS}
+    """Whether ``nlp`` is a pretokenized pipeline of exactly tokenize, pos, lemma and depparse (anything else,
+    e.g. a wrapped pipeline, is called as it is)."""
+    config, processors = getattr(nlp, "config", None), getattr(nlp, "processors", None)
+    if not isinstance(config, dict) or not isinstance(processors, dict):
+        return False
+    return bool(config.get("tokenize_pretokenized")) and set(processors) == {"tokenize", *PROCESSORS}
 
 
 def _is_null(value) -> bool:
