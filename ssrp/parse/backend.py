@@ -20,6 +20,8 @@ import os
 from dataclasses import dataclass
 
 from ssrp.devices import resolve_device
+from ssrp.parse.columns import ColumnDocument, run_processors
+from ssrp.parse.columns import supports as supports_columns
 from ssrp.parse.config import ParseConfig
 from ssrp.parse.models import PackageInfo, read_manifest
 from ssrp.parse.speedups import fast_stanza
@@ -89,9 +91,25 @@ def _sentence(sent) -> Sentence:
     )
 
 
-def parse_pretokenized(nlp, texts: list[str]) -> list[list[Sentence]]:
-    """One sentence per caption: the captions' tokens as one Document."""
+def _columns_sentences(doc: ColumnDocument) -> list[list[Sentence]]:
+    c = doc.columns
+    out = []
+    for start, end in zip(doc.bounds, doc.bounds[1:], strict=False):
+        out.append([Sentence(
+            words=tuple(c["text"][start:end]),
+            upos=tuple(u or "X" for u in c["upos"][start:end]),
+            heads=tuple(int(h or 0) for h in c["head"][start:end]),
+            deprels=tuple(r or "dep" for r in c["deprel"][start:end]),
+        )])
+    return out
+
+
+def parse_pretokenized(nlp, texts: list[str], columnar: bool = False) -> list[list[Sentence]]:
+    """One sentence per caption: the captions' tokens as one Document (``columnar``: as one ColumnDocument,
+    where the pipeline allows it)."""
     token_lists = [pretokenize(t) for t in texts]
+    if columnar and supports_columns(nlp):
+        return _columns_sentences(run_processors(nlp, token_lists))
     doc = nlp(token_lists)
     if len(doc.sentences) != len(texts):
         raise RuntimeError(f"Stanza returned {len(doc.sentences)} sentences for {len(texts)} pretokenized captions")
@@ -110,4 +128,4 @@ def parse_texts(nlp, pretokenized: bool, texts: list[str], fast_decode: bool = T
     if not texts:
         return []
     with fast_stanza(fast_decode):
-        return parse_pretokenized(nlp, texts) if pretokenized else parse_raw(nlp, texts)
+        return parse_pretokenized(nlp, texts, fast_decode) if pretokenized else parse_raw(nlp, texts)

@@ -74,7 +74,7 @@ def max_arborescence(w: list[list[float]]) -> list[int]:
         path = [a]
         while True:
             row = inc[a]
-            h = max(heads_range, key=row.__getitem__)  # first maximum; internal heads are -inf
+            h = row.index(max(row))  # first maximum; internal heads are -inf
             if row[h] == _NEG:  # nothing finite enters: the first head outside, as argmax would take
                 h = next(u for u in heads_range if rep[u] != a)
             enter[a] = (dep[a][h], h, row[h])
@@ -101,11 +101,10 @@ def max_arborescence(w: list[list[float]]) -> list[int]:
                     new_inc = [s - score for s in row_c]
                     new_dep = list(dep_c)
                     continue
-                for u in heads_range:
-                    s = row_c[u] - score
-                    if s > new_inc[u]:
-                        new_inc[u] = s
-                        new_dep[u] = dep_c[u]
+                shifted = [s - score for s in row_c]
+                for u in [u for u, (s, t) in enumerate(zip(shifted, new_inc, strict=True)) if s > t]:
+                    new_inc[u] = shifted[u]
+                    new_dep[u] = dep_c[u]
             in_cycle = set(cycle)
             for u in heads_range:
                 if rep[u] in in_cycle:

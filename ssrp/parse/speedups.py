@@ -46,6 +46,8 @@ _LONG_TENSOR_USERS = (
     "stanza.models.mwt.data",
     "stanza.models.common.char_model",
 )
+# the modules that bind sort_all at import
+_SORT_USERS = ("stanza.models.pos.data", "stanza.models.depparse.data", "stanza.models.lemma.data")
 _DECODER_USERS = ("stanza.models.depparse.model", "stanza.models.depparse.head_constraints")
 
 
@@ -69,6 +71,19 @@ def long_tensor(tokens_list, batch_size, pad_id=0):
     out = np.full((batch_size, longest), pad_id, dtype=np.int64)
     out[np.arange(longest) < lens[:, None]] = ids  # row-major: row i gets its ids, then padding
     return torch.from_numpy(out)
+
+
+def sort_all(batch, lens):
+    """Stanza's ``sort_all``: every field of ``batch`` ordered by descending ``lens``, and that order (the
+    original indices). Stanza sorts tuples (length, index, fields...) in reverse, so equal lengths come in
+    descending index order and the fields are never compared; here one stable sort of the indices by length
+    in reverse, starting from the descending indices, gives the same order without building the tuples."""
+    from stanza.models.common.data import sort_all as stanza_sort_all
+
+    if batch == [[]] or not lens or not isinstance(lens, list) or any(len(field) != len(lens) for field in batch):
+        return stanza_sort_all(batch, lens)  # the empty case, and shapes zip would cut: Stanza's function
+    order = sorted(range(len(lens) - 1, -1, -1), key=lens.__getitem__, reverse=True)
+    return [[field[i] for i in order] for field in batch], order
 
 
 @functools.cache
@@ -135,12 +150,76 @@ class _Swap:
 _SWAP = _Swap()
 
 
-def _targets() -> list[tuple[object, str, object]]:
-    from stanza.models.common.vocab import BaseVocab
+def dict_only_lemmas(stanza_process):
+    """``LemmaProcessor.process`` that, for a dictionary-only lemmatizer, skips the seq2seq DataLoader Stanza
+    builds (and never reads: ``predict_dict`` works on the document's (text, upos) pairs); every other
+    lemmatizer goes to ``stanza_process``. The same lemmas, the same empty-lemma rule, the same document."""
 
-    targets: list[tuple[object, str, object]] = [(BaseVocab, "map", vocab_map)]
+    def process(self, document):
+        if self.use_identity or not self.config.get("dict_only", False):
+            return stanza_process(self, document)
+        preds = self.trainer.predict_dict(document.get(["text", "upos"]))
+        document.set(["lemma"], [lemma if len(lemma) else "_" for lemma in preds])  # Stanza: '' -> '_'
+        return document
+
+    return process
+
+
+def _first_occurrences(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(indices of the distinct rows, in order of first occurrence; for each row, its distinct row's place)."""
+    _, first, inverse = np.unique(rows, axis=0, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")
+    place = np.empty_like(order)
+    place[order] = np.arange(len(order))
+    return first[order], place[inverse.reshape(-1)]
+
+
+def distinct_words_char_model(stanza_forward):
+    """``CharacterModel.forward`` that runs the character LSTM once per distinct word of the batch (the rows
+    of ``chars`` with their lengths) and copies each word's vector to its other occurrences, then splits
+    them into sentences as Stanza does. A word's vector depends on its own characters only, and a CPU LSTM
+    computes each row alone (the same bits whichever rows share its batch; tested), so the result is the
+    same tensor. Training mode (dropout) and other devices go to ``stanza_forward``."""
+
+    def forward(self, chars, chars_mask, word_orig_idx, sentlens, wordlens):
+        import torch
+        from stanza.models.common.utils import tensor_unsort
+        from torch.nn.utils.rnn import pack_sequence, pad_packed_sequence
+
+        if self.training or chars.device.type != "cpu" or chars.dim() != 2:
+            return stanza_forward(self, chars, chars_mask, word_orig_idx, sentlens, wordlens)
+        lengths = np.asarray(wordlens, dtype=np.int64)
+        keep, place = _first_occurrences(np.concatenate([chars.numpy(), lengths[:, None]], axis=1))
+        if len(keep) == len(lengths):
+            return stanza_forward(self, chars, chars_mask, word_orig_idx, sentlens, wordlens)
+        index = torch.from_numpy(keep)
+        # the distinct words as one "sentence" in their sorted order (keep preserves the length order)
+        distinct = stanza_forward(self, chars[index], chars_mask[index], list(range(len(keep))), [len(keep)],
+                                  lengths[keep].tolist())
+        vectors = distinct[0] if self.pad else distinct.data
+        res = tensor_unsort(vectors[torch.from_numpy(place)], word_orig_idx)
+        res = pack_sequence(res.split(sentlens))
+        return pad_packed_sequence(res, batch_first=True)[0] if self.pad else res
+
+    return forward
+
+
+def _targets() -> list[tuple[object, str, object]]:
+    from stanza.models.common.char_model import CharacterModel
+    from stanza.models.common.vocab import BaseVocab
+    from stanza.pipeline.lemma_processor import LemmaProcessor
+
+    targets: list[tuple[object, str, object]] = [
+        (BaseVocab, "map", vocab_map),
+        (LemmaProcessor, "process", dict_only_lemmas(LemmaProcessor.process)),
+        (CharacterModel, "forward", distinct_words_char_model(CharacterModel.forward)),
+    ]
     for name in _DECODER_USERS:
         targets.append((importlib.import_module(name), "chuliu_edmonds_one_root", one_root_tree))
+    for name in _SORT_USERS:
+        module = sys.modules.get(name)
+        if module is not None and hasattr(module, "sort_all"):
+            targets.append((module, "sort_all", sort_all))
     for name in _LONG_TENSOR_USERS:
         module = sys.modules.get(name)  # only what the pipeline imported; importing others is not our business
         if module is not None and hasattr(module, "get_long_tensor"):

@@ -267,7 +267,7 @@ class BackTranslator:
     def _translate(self, direction: str, tokens: list, captions: list[_Caption]) -> list[str | tuple | None]:
         """Decoded top hypotheses; a (reason, detail) tuple for an output to drop; None after a
         model failure (the caption's failure is set)."""
-        from ssrp.translate.decode import generate
+        from ssrp.translate.decode import decode_text, generate
 
         hub = self._hubs[direction]
         seeds = [seed_for(self.cfg.seed, c.caption_id, direction) for c in captions]
@@ -281,9 +281,9 @@ class BackTranslator:
                 c.failure = RecordFailure("translation_failed", f"{direction}: {type(result).__name__}: {result}")
                 out.append(None)
             elif self.cfg.drop_unk and bool((result == hub.tgt_dict.unk()).any()):
-                out.append(("unknown_token", hub.decode(result)))
+                out.append(("unknown_token", decode_text(hub, result)))
             else:
-                text = hub.decode(result).strip()
+                text = decode_text(hub, result).strip()
                 out.append(text if text else ("empty_pivot" if direction.startswith("en-") else "empty_paraphrase", ""))
         return out
 

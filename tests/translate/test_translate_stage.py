@@ -222,7 +222,8 @@ def test_unknown_tokens_are_dropped_not_kept(bt_translator, bt_items, bt_referen
 def test_an_empty_paraphrase_is_recorded_as_dropped(bt_translator, bt_items, monkeypatch):
     translator = bt_translator.derive()
     hub = translator._hubs["ru-en"]
-    monkeypatch.setattr(hub, "decode", lambda tokens: "   ")
+    real = translation_decode.decode_text
+    monkeypatch.setattr(translation_decode, "decode_text", lambda h, t: "   " if h is hub else real(h, t))
     out = translator(bt_items[:3])
     for o in out:
         assert _pivots(o, "ru") is None
@@ -235,7 +236,8 @@ def test_an_empty_paraphrase_is_recorded_as_dropped(bt_translator, bt_items, mon
 
 def test_identical_paraphrases_can_be_dropped(bt_translator, bt_items, monkeypatch):
     translator = bt_translator.derive(drop_identical=True)
-    monkeypatch.setattr(translator._hubs["de-en"], "decode", lambda tokens: "A cat.")
+    hub, real = translator._hubs["de-en"], translation_decode.decode_text
+    monkeypatch.setattr(translation_decode, "decode_text", lambda h, t: "A cat." if h is hub else real(h, t))
     out = translator([(1, 1, "A cat."), (2, 1, "A dog.")])
     de_drops = [[d["reason"] for d in o[0].meta.get("dropped", []) if d["variant"] == "de"] for o in out]
     assert _pivots(out[0], "de") is None and de_drops[0] in (["identical"], ["unknown_token"])
@@ -367,3 +369,29 @@ def test_single_pivot_and_derive_limits(bt_translator, bt_items):
 def test_config_rejects_bad_values(changes, word):
     with pytest.raises(ValueError, match=word):
         TranslateConfig(**changes)
+
+
+def test_decode_text_equals_the_hubs_decode(bt_translator):
+    """Every direction's dictionary, random ids including eos, bos, pad, unk and ids past the dictionary."""
+    import torch
+
+    rng = random.Random(0)
+    for direction, hub in bt_translator._hubs.items():
+        d = hub.tgt_dict
+        specials = [d.eos(), d.bos(), d.pad(), d.unk(), len(d.symbols), len(d.symbols) + 5]
+        for _ in range(50):
+            ids = [rng.choice(specials) if rng.random() < 0.2 else rng.randrange(len(d.symbols))
+                   for _ in range(rng.randint(0, 30))]
+            tokens = torch.tensor(ids, dtype=torch.long)
+            assert translation_decode.decode_text(hub, tokens) == hub.decode(tokens), (direction, ids)
+
+
+def test_the_compared_setting_equals_fairseq_hub_translate_list(bt_translator, bt_items):
+    """The benchmark's output check: with beam search on both legs and a fixed length limit, every pivot and
+    paraphrase equals fairseq's hub translate(list) on the same captions."""
+    from bench.backtranslate import hub_list_baseline, our_outputs
+
+    t = bt_translator.derive(forward_sampling=False, back_sampling=False, max_len_a=1e-6, max_len_b=30,
+                             drop_unk=False, length_ratio=float("inf"))
+    items = bt_items[:24]
+    assert our_outputs(t(items), items, t.cfg.pivots) == hub_list_baseline(t, items, t.cfg)
