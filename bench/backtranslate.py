@@ -17,7 +17,8 @@ Two settings are timed, each alternately (ours, hub_list, ours, hub_list, ...; -
                 max_len_b=--fixed-len: fairseq's per-batch limit and ours per row coincide), where every
                 pivot and paraphrase of ours must equal fairseq's: same_outputs
 A sentence is one round trip (caption -> pivot -> English); figures are round trips per second. The last
-line is one JSON object; ``met`` is judged on the fair rows (both settings, outputs equal in "compared").
+line is one JSON object; ``met`` is judged on the fair row: "compared", at equal work with equal outputs (under
+the stage's defaults ours drops pivots on their length ratio before the return leg, so "default" is an extra row).
 """
 
 from __future__ import annotations
@@ -231,8 +232,10 @@ def main(argv=None) -> int:
         "repeat": args.repeat,
         "pivots": list(cfg.pivots),
         "round_trips_per_s": {k: round(v, 1) for k, v in rate.items()},
-        "speedup_vs_hub_list": round(speed, 2),
-        "speedup_vs_hub_list_pairs": [round(r, 2) for r in pair_ratios("ours", "hub_list")],
+        # extra: the stage's defaults drop pivots on their length ratio before the return leg, which the hub path
+        # does not do, so this is not equal work; the headline and ``met`` are the compared row's
+        "extra_speedup_vs_hub_list_stage_defaults": round(speed, 2),
+        "extra_speedup_vs_hub_list_stage_defaults_pairs": [round(r, 2) for r in pair_ratios("ours", "hub_list")],
         "speedup_vs_hub_list_compared": round(speed_cmp, 2),
         "compared_settings": {"search": "beam both legs", "forward_beam": cfg.forward_beam, "back_beam": cfg.back_beam,
                               "max_len": [1e-6, args.fixed_len]},
@@ -240,9 +243,8 @@ def main(argv=None) -> int:
         "extra_speedup_vs_per_caption": round(rate["ours"] / rate["extra_per_caption"], 2),
         "extra_speedup_vs_unsorted": round(rate["ours"] / rate["extra_unsorted"], 2),
         "outcomes": count_outcomes(out),
-        "met": {f"vs_hub_list_ge_{args.target:g}x": bool(speed >= args.target),
-                f"vs_hub_list_compared_ge_{args.target:g}x_same_outputs":
-                    bool(speed_cmp >= args.target and check["same_outputs"])},
+        "met": {f"vs_hub_list_compared_ge_{args.target:g}x_same_outputs":
+                bool(speed_cmp >= args.target and check["same_outputs"])},
     }
     print(json.dumps(result))
     return 0
