@@ -21,7 +21,7 @@ from ssrp.train.losses import (
     no_gather,
     probe_terms,
 )
-from ssrp.train.model import SSRPEncoder, init_weights
+from ssrp.train.model import Layout, SSRPEncoder, gather_rows, init_weights
 
 
 class PredictionTransform(nn.Module):
@@ -49,7 +49,11 @@ class AlignHead(nn.Module):
         self.classifier = nn.Linear(cfg.hidden, 1)
 
     def f_align(self, text: Tensor, objects: Tensor, object_mask: Tensor) -> Tensor:
-        x = text[:, 0]
+        return self.f_align_of(text[:, 0], objects, object_mask)
+
+    def f_align_of(self, cls: Tensor, objects: Tensor | None, object_mask: Tensor) -> Tensor:
+        """f_align from the ``[B, H]`` [CLS] states (and, for Share/Visual, the ``[B, M, H]`` object states)."""
+        x = cls
         if self.with_visual:
             m = object_mask[..., None].to(objects.dtype)
             mean_v = (objects * m).sum(1) / m.sum(1).clamp(min=1)
@@ -60,15 +64,13 @@ class AlignHead(nn.Module):
         return self.classifier(self.f_align(text, objects, object_mask)).squeeze(-1)
 
 
-def _rows(labels: Tensor) -> tuple[Tensor, Tensor]:
-    """Flat indices of rows with label >= 0 and their weights; one zero-weight row if there are none,
-    so every head takes part in every step (DDP with find_unused_parameters=False)."""
-    flat = labels.reshape(-1)
-    idx = (flat >= 0).nonzero().squeeze(1)
-    weight = torch.ones(idx.shape[0], device=flat.device)
+def _head_rows(layout: Layout, targets: Tensor) -> tuple[Tensor, Tensor]:
+    """Row numbers (among ``layout``'s rows) of the ``targets`` positions and their weights; when there are
+    none, row 0 with weight 0, so every head takes part in every step (DDP with find_unused_parameters=False)."""
+    idx = layout.row_index(targets)
+    weight = torch.ones(idx.shape[0], device=idx.device)
     if idx.numel() == 0:
-        idx = torch.zeros(1, dtype=torch.long, device=flat.device)
-        weight = torch.zeros(1, device=flat.device)
+        idx, weight = torch.zeros(1, dtype=torch.long, device=idx.device), torch.zeros(1, device=idx.device)
     return idx, weight
 
 
@@ -84,11 +86,16 @@ class Stage1Model(nn.Module):
         self.obj_label = nn.Linear(cfg.hidden, cfg.num_object_labels)
         self.obj_feature = nn.Linear(cfg.hidden, cfg.feature_dim)
         self.align = AlignHead(cfg)
+        self.encoder.text_embeddings.tied_decoder = True  # the MLM decoder below reads the word embeddings
         for module in (self.mlm_transform, self.obj_transform, self.obj_label, self.obj_feature, self.align):
             module.apply(init_weights)
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, LossTerm]:
-        out = self.outputs(batch)
+        return self.terms(self.outputs(batch), batch)
+
+    @staticmethod
+    def terms(out: dict[str, Tensor], batch: dict[str, Tensor]) -> dict[str, LossTerm]:
+        """The four loss terms of the heads' predictions (``outputs``)."""
         return {
             "mlm": masked_lm_terms(out["mlm_logits"], out["mlm_labels"], out["mlm_weight"]),
             "obj": masked_lm_terms(out["obj_logits"], out["obj_labels"], out["obj_weight"]),
@@ -97,28 +104,55 @@ class Stage1Model(nn.Module):
         }
 
     def outputs(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """The heads' predictions on the masked rows and their targets (losses and validation read these)."""
-        text, objects = self.encoder(
-            batch["input_ids"], batch["text_mask"], batch["features"], batch["boxes"], batch["object_mask"]
+        """The heads' predictions at the positions the losses read, and their targets (losses and validation
+        read these). The heads read the masked tokens of matched pairs, every [CLS] token and the masked RoIs of
+        matched pairs (Share/Visual: every RoI, for the mean in f_align); the encoder is told so (``keep``) and
+        computes its last layer for those positions only."""
+        matched = batch["matched"][:, None] > 0
+        mlm_at = (batch["mlm_labels"] >= 0) & matched
+        obj_at = (batch["obj_labels"] >= 0) & matched
+        cls_at = torch.zeros_like(mlm_at)
+        cls_at[:, 0] = True
+        obj_keep = None if self.align.with_visual else obj_at.clone()
+        if obj_keep is not None:
+            obj_keep[0, 0] = True  # row 0, the fallback when no RoI is masked (the first RoI is always real)
+        text, objects, tl, vl = self.encoder.encode(
+            batch["input_ids"],
+            batch["text_mask"],
+            batch["features"],
+            batch["boxes"],
+            batch["object_mask"],
+            keep=(mlm_at | cls_at, obj_keep),
         )
-        matched = batch["matched"]
-        mlm_labels = torch.where(matched[:, None] > 0, batch["mlm_labels"], -1)
-        obj_labels = torch.where(matched[:, None] > 0, batch["obj_labels"], -1)
-        idx, w = _rows(mlm_labels)
-        hidden = self.mlm_transform(text.reshape(-1, text.shape[-1])[idx])
-        oidx, ow = _rows(obj_labels)
-        o = self.obj_transform(objects.reshape(-1, objects.shape[-1])[oidx])
+        cls_rows = tl.row_index(cls_at)
+        idx, w = _head_rows(tl, mlm_at)
+        hidden = self.mlm_transform(gather_rows(text, idx))
+        oidx, ow = _head_rows(vl, obj_at)
+        o = self.obj_transform(gather_rows(objects, oidx))
+        grid = vl.full(objects) if self.align.with_visual else None
+        f_align = self.align.f_align_of(gather_rows(text, cls_rows), grid, batch["object_mask"])
         return {
             "mlm_logits": F.linear(hidden, self.encoder.text_embeddings.word.weight, self.mlm_bias),
-            "mlm_labels": mlm_labels.reshape(-1)[idx],
+            "mlm_labels": _labels(batch["mlm_labels"], mlm_at, w),
             "mlm_weight": w,
             "obj_logits": self.obj_label(o),
-            "obj_labels": obj_labels.reshape(-1)[oidx],
+            "obj_labels": _labels(batch["obj_labels"], obj_at, ow),
             "obj_weight": ow,
             "feat_pred": self.obj_feature(o),
-            "feat_target": batch["feat_targets"].reshape(-1, batch["feat_targets"].shape[-1])[oidx],
-            "match_logit": self.align(text, objects, batch["object_mask"]),
+            "feat_target": _feat_targets(batch["feat_targets"], obj_at),
+            "match_logit": self.align.classifier(f_align).squeeze(-1),
         }
+
+
+def _labels(labels: Tensor, at: Tensor, weight: Tensor) -> Tensor:
+    """The labels at ``at`` (batch-major, as the rows come); label 0 for a zero-weight fallback row."""
+    picked = labels[at]
+    return picked if picked.numel() else labels.new_zeros(weight.shape[0])
+
+
+def _feat_targets(targets: Tensor, at: Tensor) -> Tensor:
+    picked = targets[at]
+    return picked if picked.shape[0] else targets.new_zeros(1, targets.shape[-1])
 
 
 class DistanceProbe(nn.Module):

@@ -78,7 +78,7 @@ class Validator:
             batch = to_device(batch, run.info.device)
             with run.autocast():
                 out = run.model.outputs(batch)
-                terms = run.model(batch)
+                terms = run.model.terms(out, batch)
             for name, (total, count) in terms.items():
                 _add(sums, name, float(total), float(count))
             _add(sums, "mlm_acc", *_accuracy(out["mlm_logits"].argmax(-1), out["mlm_labels"], out["mlm_weight"]))

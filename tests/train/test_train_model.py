@@ -151,18 +151,29 @@ def test_layout_keeps_real_rows_in_batch_order():
     assert same_length.full(same_length.rows(grid)).flatten().tolist() == [0.0, 1.0, 0.0, 3.0, 4.0, 0.0]
 
 
-def test_attention_goes_through_sdpa(monkeypatch):
-    calls = []
-    real = F.scaled_dot_product_attention
+@pytest.mark.parametrize("padded", [True, False])
+def test_cpu_attention_equals_sdpa(padded):
+    """The CPU path (two batched products around a softmax, queries pre-scaled, padded keys biased by the
+    dtype's lowest value, no bias when no key is padded) gives SDPA's values and gradients."""
+    from ssrp.train.model import MultiHeadAttention
 
-    def spy(*args, **kwargs):
-        calls.append(1)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
-    _encoder("cross")(*_inputs())
-    # 1 text + 1 visual self-attention, then 2 cross layers x (2 cross + 2 self)
-    assert len(calls) == 2 + 2 * 4
+    torch.manual_seed(0)
+    attn = MultiHeadAttention(16, 2, dropout=0.0).eval()
+    tm = torch.tensor([[True] * 4 + [False] * 2, [True] * 6]) if padded else torch.ones(2, 6, dtype=torch.bool)
+    vm = torch.tensor([[True] * 5, [True] * 3 + [False] * 2]) if padded else torch.ones(2, 5, dtype=torch.bool)
+    tl, vl = Layout(tm), Layout(vm)
+    assert (vl.key_bias(2, torch.float32) is None) == (not padded)
+    t = torch.randn(int(tm.sum()), 16, requires_grad=True)
+    v = torch.randn(int(vm.sum()), 16, requires_grad=True)
+    ours = attn(t, tl, v, vl)
+    grads = torch.autograd.grad(ours.pow(2).sum(), (t, v, attn.qkv.weight))
+    q = tl.grid(F.linear(t, attn.qkv.weight[:16], attn.qkv.bias[:16])).unflatten(-1, (2, 8)).transpose(1, 2)
+    kv = vl.grid(F.linear(v, attn.qkv.weight[16:], attn.qkv.bias[16:])).unflatten(-1, (2, 2, 8)).permute(2, 0, 3, 1, 4)
+    y = F.scaled_dot_product_attention(q, kv[0], kv[1], attn_mask=vm[:, None, None, :])
+    ref = attn.out(tl.rows(y.transpose(1, 2).flatten(2)))
+    ref_grads = torch.autograd.grad(ref.pow(2).sum(), (t, v, attn.qkv.weight))
+    assert torch.allclose(ours, ref, atol=1e-6)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(grads, ref_grads, strict=True))
 
 
 @pytest.mark.parametrize("variant", ["share", "cross"])
@@ -324,3 +335,129 @@ def test_unpadded_encoder_on_cuda_matches_dense_under_bf16():
         outputs.append((t.float()[x[1]], v.float()[x[4]]))
     (td, vd), (tu, vu) = outputs
     assert torch.allclose(td, tu, atol=3e-2) and torch.allclose(vd, vu, atol=3e-2)
+
+
+def _stage1_batch(b=4, seed=1, masked=True):
+    ids, tm, feats, boxes, om = _inputs(b=b, t=7, seed=seed)
+    tm[0, 3:] = False
+    g = torch.Generator().manual_seed(seed)
+    mlm = torch.where((torch.rand(ids.shape, generator=g) < 0.4) & tm, ids, -1)
+    obj = torch.where((torch.rand(om.shape, generator=g) < 0.4) & om, torch.randint(0, 5, om.shape, generator=g), -1)
+    mlm[:, 0] = -1
+    if not masked:  # nothing masked: every head reads its zero-weight fallback row
+        mlm[:], obj[:] = -1, -1
+    matched = torch.tensor([1.0, 0.0, 1.0, 1.0][:b])
+    return {
+        "input_ids": ids,
+        "text_mask": tm,
+        "features": feats,
+        "boxes": boxes,
+        "object_mask": om,
+        "mlm_labels": mlm,
+        "obj_labels": obj,
+        "feat_targets": torch.randn(feats.shape, generator=g),
+        "matched": matched,
+    }
+
+
+@pytest.mark.parametrize(
+    ("variant", "kw"), [("share", {}), ("share", {"share_attention": "joint"}), ("visual", {}), ("cross", {})]
+)
+@pytest.mark.parametrize("masked", [True, False])
+def test_last_layer_for_read_positions_only_gives_the_dense_losses_and_gradients(variant, kw, masked):
+    """Stage 1 with unpadding computes the last inter-modality layer only for the positions its heads read
+    (masked tokens, [CLS], masked RoIs): the same four losses and the same gradient of every weight as the
+    dense computation of every position."""
+    batch = _stage1_batch(masked=masked)
+    results = []
+    for unpad in ("off", "on"):
+        torch.manual_seed(0)
+        model = Stage1Model(dataclasses.replace(CFG, variant=variant, unpad=unpad, **kw)).eval()
+        terms = model(batch)
+        sum(s / c.clamp(min=1) for s, c in terms.values()).backward()
+        grads = {k: p.grad for k, p in model.named_parameters()}
+        results.append(({k: (float(s.detach()), float(c)) for k, (s, c) in terms.items()}, grads))
+    (dense, g_dense), (kept, g_kept) = results
+    assert dense.keys() == kept.keys()
+    for name in dense:
+        assert kept[name][1] == dense[name][1]
+        assert kept[name][0] == pytest.approx(dense[name][0], rel=1e-5, abs=1e-6)
+    assert all(g_kept[k] is not None for k in g_dense)  # every weight takes part (DDP needs it)
+    assert all(torch.allclose(g_dense[k], g_kept[k], rtol=1e-4, atol=1e-6) for k in g_dense)
+
+
+def test_cross_layer_computes_kept_positions_only():
+    """The last Cross layer's self-attention queries and FF see the kept rows only."""
+    from ssrp.train.model import CrossLayer
+
+    torch.manual_seed(0)
+    layer = CrossLayer(CFG).eval()
+    tm = torch.tensor([[True] * 4 + [False] * 2, [True] * 6])
+    vm = torch.ones(2, 5, dtype=torch.bool)
+    tl, vl = Layout(tm), Layout(vm)
+    t, v = torch.randn(int(tm.sum()), 16), torch.randn(10, 16)
+    keep_t = torch.zeros_like(tm)
+    keep_t[:, 0] = keep_t[1, 4] = True
+    keep_v = torch.zeros_like(vm)
+    keep_v[0, 2] = True
+    seen = []
+    layer.text_ff.fc1.register_forward_hook(lambda m, i, o: seen.append(i[0].shape[0]))
+    layer.visual_ff.fc1.register_forward_hook(lambda m, i, o: seen.append(i[0].shape[0]))
+    full_t, full_v = layer(t, v, tl, vl)
+    kt, kv = layer(t, v, tl, vl, (tl.select(keep_t), vl.select(keep_v)))
+    assert seen == [10, 10, 3, 1]
+    assert torch.allclose(kt, tl.grid(full_t)[keep_t[:, : tl.length]], atol=1e-6)
+    assert torch.allclose(kv, vl.grid(full_v)[keep_v], atol=1e-6)
+
+
+def test_layout_selection_and_row_index():
+    mask = torch.tensor([[True, True, False, False], [True, True, True, False]])
+    layout = Layout(mask)
+    keep = torch.tensor([[False, True, False, False], [True, False, True, False]])
+    sel = layout.select(keep)
+    assert sel.rows.tolist() == [1, 2, 4]  # rows of (0, 1), (1, 0), (1, 2) among the 5 real rows
+    assert sel.layout.count == 3 and sel.layout.full_length == 4
+    assert layout.row_index(torch.tensor([[True, False, False, False], [True, False, False, False]])).tolist() == [0, 2]
+    dense = Layout(mask, unpad=False)
+    assert dense.row_index(keep).tolist() == [1, 4, 6]  # the dense rows are the whole grid
+
+
+@pytest.mark.parametrize("padded", [True, False])
+def test_row_and_head_copies_have_exact_gradients(padded):
+    from ssrp.train.model import _Gather, _HeadsToRows, _RowsToHeads, _Scatter
+
+    mask = torch.tensor([[True, True, False], [True, True, True]]) if padded else torch.ones(2, 3, dtype=torch.bool)
+    lay = Layout(mask)
+    n = lay.count
+    rows = torch.randn(n, 3 * 2 * 2, dtype=torch.float64, requires_grad=True)
+    args = (lay.b_idx, lay.l_idx, lay.batch, lay.length, 3, 2, 0.5)
+    assert torch.autograd.gradcheck(lambda r: _RowsToHeads.apply(r, *args), (rows,))
+    y = torch.randn(2 * 2, lay.length, 2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: _HeadsToRows.apply(t, lay.b_idx, lay.l_idx, 2, 2), (y,))
+    index = torch.tensor([3, 0, 2])
+    x = torch.randn(5, 2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: _Gather.apply(t, index), (x,))
+    assert torch.autograd.gradcheck(lambda t: _Scatter.apply(t[:3], index, 5), (x,))
+    # heads of rows, then rows of heads: the identity (and zeros at padded positions)
+    q, k, v = _RowsToHeads.apply(rows, lay.b_idx, lay.l_idx, lay.batch, lay.length, 3, 2, 1.0)
+    assert torch.equal(_HeadsToRows.apply(k, lay.b_idx, lay.l_idx, 2, 2), rows[:, 4:8])
+    if padded:
+        assert not q.view(2, 2, 3, 2)[0, :, 2].any()
+
+
+def test_cpu_dropout_masks():
+    from ssrp.train.model import Dropout, keep_mask
+
+    torch.manual_seed(3)
+    a = keep_mask((200, 300), 0.1, torch.float32)
+    torch.manual_seed(3)
+    b = keep_mask((200, 300), 0.1, torch.float32)
+    assert torch.equal(a, b)  # torch.manual_seed decides the mask
+    assert a.unique().tolist() == [0.0, pytest.approx(1 / 0.9)]
+    assert abs(float((a > 0).float().mean()) - 0.9) < 0.01
+    drop = Dropout(0.1)
+    x = torch.randn(50, 40)
+    assert torch.equal(drop.eval()(x), x)
+    y = drop.train()(x)
+    kept = y != 0
+    assert torch.allclose(y[kept], x[kept] / 0.9)
