@@ -10,7 +10,8 @@ networks and that grow with the size of the Document, not with what is computed:
   scatter;
 * **vocabulary lookups** (``BaseVocab.map`` calls ``unit2id`` -> ``normalize_unit`` per character):
   ``vocab_map`` does the same dictionary lookups in one comprehension, for the vocabularies whose lookup
-  is exactly the base class's (others keep Stanza's);
+  is exactly the base class's (others keep Stanza's); ``vocab_unmap`` likewise for ``BaseVocab.unmap``
+  (ids back to tags and relations);
 * **the cyclic garbage collector**: a chunk's Document is hundreds of thousands of container objects that
   stay alive for the whole call, and CPython's generational collector traverses them again and again
   while Stanza allocates (about a quarter of bulk time); ``fast_stanza`` pauses it for the call and
@@ -113,6 +114,28 @@ def vocab_map(self, units):
     return [ids.get(u, unk) for u in units]
 
 
+def vocab_unmap(self, ids):
+    """``BaseVocab.unmap`` (``[self.id2unit(i) for i in ids]``) without a Python call per id, for the
+    vocabularies whose ``id2unit`` is the base class's list index or pos.WordVocab's (the same, except that with
+    an ignore list the EMPTY id reads "_"); others keep Stanza's."""
+    base, word, empty_id = _id2unit_kinds()
+    lookup = type(self).id2unit
+    units = self._id2unit if lookup in (base, word) else None
+    if units is None:
+        return [self.id2unit(i) for i in ids]
+    if lookup is word and len(self.ignore) > 0:
+        return ["_" if i == empty_id else units[i] for i in ids]
+    return [units[i] for i in ids]
+
+
+@functools.cache
+def _id2unit_kinds():
+    from stanza.models.common.vocab import EMPTY_ID, BaseVocab
+    from stanza.models.pos.vocab import WordVocab
+
+    return BaseVocab.id2unit, WordVocab.id2unit, EMPTY_ID
+
+
 class _Swap:
     """Process-wide swap with a reference count: the first caller in swaps the fast paths in and pauses the
     collector, the last caller out puts Stanza's functions and the collector's state back, so overlapping
@@ -211,6 +234,7 @@ def _targets() -> list[tuple[object, str, object]]:
 
     targets: list[tuple[object, str, object]] = [
         (BaseVocab, "map", vocab_map),
+        (BaseVocab, "unmap", vocab_unmap),
         (LemmaProcessor, "process", dict_only_lemmas(LemmaProcessor.process)),
         (CharacterModel, "forward", distinct_words_char_model(CharacterModel.forward)),
     ]

@@ -4,6 +4,7 @@ import dataclasses
 import gc
 import random
 
+import numpy as np
 import pytest
 import torch
 from stanza.models.common import vocab as common_vocab
@@ -22,7 +23,7 @@ from stanza.pipeline.lemma_processor import LemmaProcessor
 
 from ssrp.corpus.records import TextRecord
 from ssrp.parse import Parser, speedups
-from ssrp.parse.speedups import fast_stanza, long_tensor, sort_all, vocab_map
+from ssrp.parse.speedups import fast_stanza, long_tensor, sort_all, vocab_map, vocab_unmap
 from ssrp.parse.text import normalize, pretokenize
 from ssrp.parse.tiny import sample_captions
 
@@ -127,6 +128,22 @@ def test_vocab_map_equals_stanzas(vocab):
         assert _outcome(vocab_map, vocab, units) == _outcome(BaseVocab.map, vocab, units), units
 
 
+@pytest.mark.parametrize("vocab", [
+    _vocab(CharVocab, UNITS),
+    _vocab(BaseVocab, UNITS),
+    _vocab(WordVocab, UNITS, ignore=[]),
+    _vocab(WordVocab, UNITS, ignore=["_"]),
+    _vocab(PretrainedWordVocab, UNITS),
+], ids=["char", "base", "word", "word-ignore", "pretrain"])
+def test_vocab_unmap_equals_stanzas(vocab):
+    rng = random.Random(0)
+    size = len(vocab._id2unit)
+    for _ in range(50):
+        ids = [rng.randrange(-size, size + 1) for _ in range(rng.randint(0, 12))]  # size: out of range
+        assert _outcome(vocab_unmap, vocab, ids) == _outcome(BaseVocab.unmap, vocab, ids), ids
+    assert _outcome(vocab_unmap, vocab, np.arange(size)) == _outcome(BaseVocab.unmap, vocab, np.arange(size))
+
+
 def test_vocab_map_on_the_pipelines_own_vocabularies(tiny_parser):
     vocabs = []
     for name in ("pos", "lemma", "depparse"):
@@ -143,6 +160,14 @@ def test_vocab_map_on_the_pipelines_own_vocabularies(tiny_parser):
         for units in (words, [c for w in words for c in w], [w.lower() for w in words], tags):
             assert _outcome(vocab_map, vocab, units) == _outcome(BaseVocab.map, vocab, units)
     assert any(isinstance(v, FeatureVocab) for v in vocabs)  # composite: Stanza's own lookup, through vocab_map
+    rng = random.Random(1)
+    for vocab in vocabs:
+        size = len(vocab._id2unit) if hasattr(vocab, "_id2unit") else 0
+        for _ in range(20):
+            ids = [rng.randrange(-size, size) for _ in range(rng.randint(0, 12))] if size else []
+            assert _outcome(vocab_unmap, vocab, ids) == _outcome(BaseVocab.unmap, vocab, ids), ids
+        if size:  # out of range: the same IndexError
+            assert _outcome(vocab_unmap, vocab, [size]) == _outcome(BaseVocab.unmap, vocab, [size])
 
 
 # -- the swap ---------------------------------------------------------------------------------------
