@@ -29,6 +29,7 @@ from ssrp.caption.data import KarpathyImage
 from ssrp.caption.features import FeatureStore
 from ssrp.caption.model import UpDown
 from ssrp.caption.vocab import Vocab
+from ssrp.fileutil import atomic_file
 
 logger = logging.getLogger(__name__)
 
@@ -59,11 +60,8 @@ def results_json(image_ids: Sequence[int], seqs: np.ndarray, vocab: Vocab) -> li
 
 
 def write_results(results: list[dict], path: str) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
+    with atomic_file(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         json.dump(results, fh)
-    os.replace(tmp, path)
 
 
 def quick_cider(seqs: np.ndarray, images: Sequence[KarpathyImage], vocab: Vocab, max_length: int) -> float:

@@ -43,6 +43,7 @@ from ssrp.config import config_hash, to_dict
 from ssrp.corpus import CorpusReader
 from ssrp.devices import resolve_device
 from ssrp.eval.retrieval import enhance
+from ssrp.fileutil import atomic_file
 from ssrp.train.checkpoint import load_checkpoint, train_config_of
 from ssrp.train.steps import Stage2Model
 
@@ -288,11 +289,10 @@ def build_cache(cfg: FeatureConfig, source: str, ckpt: str | None, image_ids: Se
     src = open_source(source)
     ssrp = SSRPObjects(ckpt, device) if cfg.needs_ssrp else None
     dtype = np.float16 if cfg.fp16 else np.float32
-    tmp = f"{path}.tmp-{os.getpid()}"
     ids, offsets = [], [0]
     bar = tqdm(total=len(image_ids), desc="caption features", unit="img", disable=not progress)
     try:
-        with h5py.File(tmp, "w") as h5:
+        with atomic_file(path) as tmp, h5py.File(tmp, "w") as h5:
             att = None
             for chunk in _chunks(src.read(image_ids), cfg.batch_size):
                 chunk = [_cut(o, cfg.max_objects) for o in chunk]
@@ -318,11 +318,8 @@ def build_cache(cfg: FeatureConfig, source: str, ckpt: str | None, image_ids: Se
             h5.attrs["format"] = FORMAT
             h5.attrs["identity"] = _json(ident)
             h5.attrs["parts"] = ",".join(cfg.parts)
-        os.replace(tmp, path)
     finally:
         bar.close()
-        if os.path.exists(tmp):
-            os.remove(tmp)
     logger.info("cached %s features of %d images in %s", "+".join(cfg.parts), len(ids), path)
 
 

@@ -14,6 +14,8 @@ import os
 import random
 import string
 
+from ssrp.fileutil import atomic_file
+
 _PUNCT = str.maketrans("", "", string.punctuation)
 
 
@@ -53,9 +55,6 @@ def make_split(coco: str, out: str, val: int, test: int, seed: int = 0) -> dict:
     split = {k: "val" for k in order[:val]} | {k: "test" for k in order[val : val + test]}
     for k, img in enumerate(images):
         img["split"] = split.get(k, "train")
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    tmp = f"{out}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
+    with atomic_file(out) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         json.dump({"dataset": "coco", "images": images}, fh)
-    os.replace(tmp, out)
     return {"path": out, "images": len(images), "train": len(images) - val - test, "val": val, "test": test}

@@ -30,6 +30,7 @@ from ssrp.caption.scst import reward_scorer, scst_step
 from ssrp.caption.vocab import Vocab
 from ssrp.config import config_identity, diff_keys, to_dict
 from ssrp.devices import resolve_device
+from ssrp.fileutil import atomic_file
 from ssrp.train.steps import NonFiniteLossError
 
 logger = logging.getLogger(__name__)
@@ -236,12 +237,8 @@ def _state(run: Run, pos: Position) -> dict:
 
 
 def _atomic_save(state: dict, path: str) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as fh:
-        torch.save(state, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        torch.save(state, tmp)
 
 
 def _save_model(run: Run, path: str, pos: Position) -> None:
@@ -283,10 +280,8 @@ def _restore(run: Run, path: str) -> tuple[Position, torch.optim.Optimizer]:
 def _write_run_json(run: Run) -> None:
     path = os.path.join(run.out, RUN_JSON)
     data = {"inputs": run.inputs, "config": to_dict(run.cfg), "vocab_size": len(run.vocab), "feat_dim": run.store.dim}
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
+    with atomic_file(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         json.dump(data, fh, indent=1)
-    os.replace(tmp, path)
 
 
 def load_model(path: str, device: torch.device) -> tuple[UpDown, Vocab, CaptionConfig, dict]:

@@ -8,11 +8,12 @@ count, ties in alphabetical order, so the same captions always give the same ids
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
 import numpy as np
+
+from ssrp.fileutil import atomic_file
 
 EOS, UNK = "<eos>", "<unk>"
 EOS_ID, UNK_ID = 0, 1
@@ -56,10 +57,8 @@ class Vocab:
         return " ".join(self.decode(ids))
 
     def save(self, path: str) -> None:
-        tmp = f"{path}.tmp-{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as fh:
+        with atomic_file(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
             json.dump({"format": FORMAT, "words": list(self.words)}, fh, ensure_ascii=False)
-        os.replace(tmp, path)
 
     @classmethod
     def load(cls, path: str) -> Vocab:

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from ssrp.config import to_dict
+from ssrp.fileutil import atomic_file
 from ssrp.finetune.config import FinetuneConfig, FinetuneOptimConfig, HeadConfig, TaskDataConfig
 from ssrp.train.checkpoint import load_checkpoint, model_config_of
 from ssrp.train.config import ModelConfig, Stage2Config
@@ -77,13 +78,9 @@ def check_same_encoder(stage1_state: dict, stage2_state: dict, stage1: str, stag
 
 
 def save(state: dict, path: str) -> None:
-    """Atomic: a temporary file beside ``path``, flushed and fsynced, then renamed over it."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as fh:
-        torch.save({"format": FORMAT, **state}, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    """Atomic (``atomic_file``): readers see the old checkpoint or the new one, never half of one."""
+    with atomic_file(path) as tmp:
+        torch.save({"format": FORMAT, **state}, tmp)
 
 
 def load(path: str) -> dict:

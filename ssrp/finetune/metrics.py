@@ -17,6 +17,7 @@ import json
 import os
 from collections import defaultdict
 
+from ssrp.fileutil import atomic_file
 from ssrp.finetune.tasks import Example, TaskDataError
 
 SUBMISSION_SUFFIX = {"vqa": ".json", "gqa": ".json", "nlvr2": ".csv"}
@@ -85,9 +86,7 @@ def write_submission(task: str, examples: list[Example], predictions: dict, path
     missing = [ex.uid for ex in examples if ex.uid not in predictions]
     if missing:
         raise ValueError(f"{len(missing)} examples have no prediction (first {missing[0]!r}): a submission answers all")
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
+    with atomic_file(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         if task == "nlvr2":
             for ex in examples:
                 fh.write(f"{ex.uid},{'True' if int(predictions[ex.uid]) == 1 else 'False'}\n")
@@ -95,7 +94,6 @@ def write_submission(task: str, examples: list[Example], predictions: dict, path
             json.dump([{"question_id": ex.uid, "answer": predictions[ex.uid]} for ex in examples], fh, indent=1)
         else:
             json.dump([{"questionId": str(ex.uid), "prediction": predictions[ex.uid]} for ex in examples], fh, indent=1)
-    os.replace(tmp, path)
     return len(examples)
 
 
