@@ -184,7 +184,7 @@ def train_step(run: FinetuneRun, batch: dict[str, Tensor], step: int) -> tuple[f
     torch.manual_seed(step_seed(run.cfg.seed, run.info.rank, step))
     loss, logits = compute_loss(run, batch)
     if run.cfg.check_finite:
-        examples = (f"example {i}" for i in batch["index"].tolist())
+        examples = (f"example {int(i)}" for i in batch["index"])  # read only when the loss is not finite
         raise_if_not_finite(run.info, loss, {"loss": loss}, examples, step)
     lr = optimiser_step(run.optimizer, run.scheduler, loss, run.cfg.optim.grad_clip)
     return lr, loss.detach(), batch_score(run.cfg.task, logits.detach(), batch)
