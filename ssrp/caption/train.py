@@ -31,6 +31,7 @@ from ssrp.caption.vocab import Vocab
 from ssrp.config import config_identity, diff_keys, to_dict
 from ssrp.devices import resolve_device
 from ssrp.fileutil import atomic_file
+from ssrp.train.checkpoint import read_checkpoint
 from ssrp.train.steps import NonFiniteLossError
 
 logger = logging.getLogger(__name__)
@@ -253,12 +254,7 @@ def _save(run: Run, opt, pos: Position, path: str) -> None:
 
 
 def load_caption_checkpoint(path: str) -> dict:
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no such checkpoint")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CKPT_FORMAT:
-        raise ValueError(f"{path} is not an ssrp captioning checkpoint ({CKPT_FORMAT})")
-    return ckpt
+    return read_checkpoint(path, (CKPT_FORMAT,), "captioning")
 
 
 def _restore(run: Run, path: str) -> tuple[Position, torch.optim.Optimizer]:

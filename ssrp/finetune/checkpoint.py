@@ -14,7 +14,6 @@ resolved model and stage-2 settings, the answer vocabulary), are written atomica
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 
 import torch
@@ -23,7 +22,7 @@ from torch import Tensor
 from ssrp.config import to_dict
 from ssrp.fileutil import atomic_file
 from ssrp.finetune.config import FinetuneConfig, FinetuneOptimConfig, HeadConfig, TaskDataConfig
-from ssrp.train.checkpoint import load_checkpoint, model_config_of
+from ssrp.train.checkpoint import load_checkpoint, model_config_of, read_checkpoint
 from ssrp.train.config import ModelConfig, Stage2Config
 
 logger = logging.getLogger(__name__)
@@ -84,12 +83,7 @@ def save(state: dict, path: str) -> None:
 
 
 def load(path: str) -> dict:
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no such checkpoint")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise ValueError(f"{path} is not an ssrp fine-tuning checkpoint (format {FORMAT})")
-    return ckpt
+    return read_checkpoint(path, (FORMAT,), "fine-tuning")
 
 
 def config_of(ckpt: dict) -> FinetuneConfig:

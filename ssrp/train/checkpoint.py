@@ -36,8 +36,9 @@ class CheckpointError(ValueError):
     """A checkpoint file that cannot be used: unreadable, not an ssrp checkpoint, corrupted, not finite."""
 
 
-def load_checkpoint(path: str) -> dict:
-    """Read a checkpoint (weights_only), check its format and its digest; CheckpointError names the path."""
+def read_checkpoint(path: str, formats: tuple[str, ...], what: str) -> dict:
+    """Read an ssrp checkpoint file (weights_only) whose format is one of ``formats`` (training, fine-tuning,
+    captioning); a missing, unreadable or foreign file is one error naming the path."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such checkpoint")
     try:
@@ -46,11 +47,18 @@ def load_checkpoint(path: str) -> dict:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise CheckpointError(f"{path}: not a readable checkpoint (empty, truncated or another format: {first})") from None
     fmt = ckpt.get("format") if isinstance(ckpt, dict) else None
-    if fmt in _OLD_FORMATS:
-        logger.warning("%s: an older checkpoint (%s) without a digest: its contents cannot be checked", path, fmt)
+    if fmt not in formats:
+        raise CheckpointError(f"{path} is not an ssrp {what} checkpoint (format {formats[0]}, found {fmt!r})")
+    return ckpt
+
+
+def load_checkpoint(path: str) -> dict:
+    """Read a training checkpoint, check its format and its digest; CheckpointError names the path."""
+    ckpt = read_checkpoint(path, (CKPT_FORMAT, *_OLD_FORMATS), "training")
+    if ckpt["format"] in _OLD_FORMATS:
+        logger.warning("%s: an older checkpoint (%s) without a digest: its contents cannot be checked", path,
+                       ckpt["format"])
         return ckpt
-    if fmt != CKPT_FORMAT:
-        raise CheckpointError(f"{path} is not an ssrp training checkpoint (format {CKPT_FORMAT}, found {fmt!r})")
     stored = ckpt.pop("digest", None)
     if stored != state_digest(ckpt):
         raise CheckpointError(f"{path}: its contents do not match its digest (corrupted); use an earlier checkpoint")
