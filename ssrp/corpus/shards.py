@@ -12,7 +12,7 @@ import logging
 import os
 import shutil
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import lmdb
@@ -100,9 +100,7 @@ def _stage(items: Iterable[tuple[str, bytes]], spec: ShardSpec, workdir: str) ->
     txn = env.begin(write=True)
     try:
         for n, (key, value) in enumerate(items, 1):
-            kind, _, _ = parse_key(key)
-            if kind != spec.kind or stable_shard(key, spec.num_shards) != spec.shard_id:
-                raise ValueError(f"key {key!r} does not belong in shard {spec.name}")
+            _check_key(key, spec)
             k = key.encode("ascii")
             if not txn.put(k, value, overwrite=False):
                 if bytes(txn.get(k)) != bytes(value):
@@ -121,11 +119,54 @@ def _stage(items: Iterable[tuple[str, bytes]], spec: ShardSpec, workdir: str) ->
     return env, duplicates, payload
 
 
+def _check_key(key: str, spec: ShardSpec) -> None:
+    kind, _, _ = parse_key(key)
+    if kind != spec.kind or stable_shard(key, spec.num_shards) != spec.shard_id:
+        raise ValueError(f"key {key!r} does not belong in shard {spec.name}")
+
+
+def _sorted_in_memory(items: Sequence[tuple[str, bytes]], spec: ShardSpec) -> tuple[list, int, int]:
+    """The records of an in-memory list in key order, first of equal duplicates kept (what staging gives)."""
+    unique: dict[bytes, bytes] = {}
+    duplicates, payload = 0, 0
+    for key, value in items:
+        _check_key(key, spec)
+        k = key.encode("ascii")
+        seen = unique.get(k)
+        if seen is None:
+            unique[k] = value
+            payload += len(k) + len(value)
+        elif bytes(seen) != bytes(value):
+            raise DuplicateKeyError(f"two different values for key {key!r} in shard {spec.name}")
+        else:
+            duplicates += 1
+    return sorted(unique.items()), duplicates, payload
+
+
+def _append_sorted(dst, records: Iterable[tuple[bytes, bytes]], counts: Counter, spec: ShardSpec) -> None:
+    cursor = dst.cursor()
+    batch: list[tuple[bytes, bytes]] = []
+    for key, value in records:
+        counts[parse_key(key.decode("ascii"))[2] or spec.kind] += 1
+        batch.append((key, value))
+        if len(batch) >= _PUT_CHUNK:
+            cursor.putmulti(batch, append=True)
+            batch = []
+    cursor.putmulti(batch, append=True)
+
+
 def build_shard(items: Iterable[tuple[str, bytes]], spec: ShardSpec, out_path: str) -> ShardInfo:
-    """Write the records of one shard to ``out_path`` (a single LMDB file) and describe it."""
+    """Write the records of one shard to ``out_path`` (a single LMDB file) and describe it.
+
+    An in-memory list is sorted in memory; any other iterable streams through a staging LMDB. Both give the
+    same bytes."""
     workdir = scratch_dir("shard")
     try:
-        staging, duplicates, payload = _stage(items, spec, workdir)
+        if isinstance(items, (list, tuple)):
+            staging = None
+            ordered, duplicates, payload = _sorted_in_memory(items, spec)
+        else:
+            staging, duplicates, payload = _stage(items, spec, workdir)
         counts: Counter[str] = Counter()
         final = lmdb.open(
             os.path.join(workdir, "final"),
@@ -135,17 +176,13 @@ def build_shard(items: Iterable[tuple[str, bytes]], spec: ShardSpec, out_path: s
             lock=False,
             meminit=True,  # zero unused page bytes: otherwise stale heap bytes break determinism
         )
-        with staging.begin() as src, final.begin(write=True) as dst:
-            cursor = dst.cursor()
-            batch: list[tuple[bytes, bytes]] = []
-            for key, value in src.cursor():
-                counts[parse_key(key.decode("ascii"))[2] or spec.kind] += 1
-                batch.append((key, value))
-                if len(batch) >= _PUT_CHUNK:
-                    cursor.putmulti(batch, append=True)
-                    batch = []
-            cursor.putmulti(batch, append=True)
-        staging.close()
+        with final.begin(write=True) as dst:
+            if staging is None:
+                _append_sorted(dst, ordered, counts, spec)
+            else:
+                with staging.begin() as src:
+                    _append_sorted(dst, src.cursor(), counts, spec)
+                staging.close()
         with open(out_path, "wb") as fh:
             final.copyfd(fh.fileno(), compact=True)
             fh.flush()

@@ -69,9 +69,16 @@ class Storage:
             self.write_text_atomic(name, text)
 
     def put_file(self, local_path: str, name: str) -> None:
-        """Copy a local file to ``name`` (a temporary name: the caller renames it into place)."""
+        """Put a finished local file at ``name`` (a temporary name: the caller renames it into place).
+
+        On the same file system it is hard-linked (no copy: the caller has fsynced it); elsewhere copied."""
         dest = self.path(name)
         os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)
+        try:
+            os.link(local_path, dest)
+            return
+        except OSError as err:  # another file system (EXDEV), or links not supported: copy
+            logger.debug("copying %s to %s (%s)", local_path, dest, err)
         shutil.copyfile(local_path, dest)
         with open(dest, "rb+") as fh:
             os.fsync(fh.fileno())

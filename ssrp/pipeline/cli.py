@@ -73,6 +73,9 @@ def add_build_args(p: argparse.ArgumentParser, beam: bool = True, required: bool
     p.add_argument("--caption-batch", type=int, default=256, help="captions per translate/parse call (default 256)")
     p.add_argument("--decode-workers", type=int, default=2,
                    help="local runner: processes reading and decoding images ahead of the detector (default 2)")
+    p.add_argument("--commit-threads", type=int, default=2,
+                   help="local runner: threads committing finished shards (build, copy, sha256, fsync) while the "
+                        "next shards are extracted (default 2; about 1.8 s per 256 MB shard each)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--set", dest="settings", action="append", default=[], metavar="STAGE.KEY=VALUE",
                    help="a stage setting, e.g. --set translate.back_beam=4 --set features.select.max_boxes=100")
@@ -117,6 +120,7 @@ def config_from_args(args, stages: tuple[str, ...], extra_settings: dict[str, di
         out=args.out, models=args.models, source=source, input=getattr(args, source), split=args.split,
         stages=stages, max_images=args.max_images, num_shards=_num_shards(args.num_shards),
         image_batch=args.image_batch, caption_batch=args.caption_batch, decode_workers=args.decode_workers,
+        commit_threads=args.commit_threads,
         device=args.device, **settings,
     )
     resolved_config(cfg)  # every --set checked against its stage's typed config before any file is written

@@ -33,7 +33,7 @@ TARGET_SHARD_BYTES = 256 << 20
 class BuildConfig:
     # settings of where and how fast, not of what the corpus holds (ssrp.config.config_identity)
     RUNTIME: ClassVar[frozenset[str]] = frozenset(
-        {"out", "models", "image_batch", "caption_batch", "device", "decode_workers"}
+        {"out", "models", "image_batch", "caption_batch", "device", "decode_workers", "commit_threads"}
     )
 
     out: str  # corpus directory (local path or gs://, s3://)
@@ -47,6 +47,7 @@ class BuildConfig:
     image_batch: int = 8  # images per image-stage call
     caption_batch: int = 256  # captions per translation / parse call
     decode_workers: int = 2  # local runner: processes reading and decoding images ahead of the detector
+    commit_threads: int = 2  # local runner: threads committing finished shards while the next are extracted
     device: str = "auto"  # auto | cpu | cuda
     seed: int = 0
     # per-stage settings, passed to that stage's config class (ssrp.pipeline.settings, docs/pipeline.md)
@@ -73,6 +74,8 @@ class BuildConfig:
             raise ValueError(f"max_images must be positive, got {self.max_images}")
         if self.image_batch < 1 or self.caption_batch < 1 or self.decode_workers < 0:
             raise ValueError("image_batch and caption_batch must be positive, decode_workers >= 0")
+        if self.commit_threads < 1:
+            raise ValueError(f"commit_threads must be at least 1, got {self.commit_threads}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
         for kind, n in self.num_shards.items():

@@ -241,3 +241,52 @@ def test_plan_validation():
         CorpusPlan({"images": 2})
     with pytest.raises(ValueError, match="positive"):
         CorpusPlan({"image": 0})
+
+
+def test_an_in_memory_list_and_a_stream_build_the_same_shard(tmp_path, records):
+    from ssrp.corpus.shards import build_shard
+
+    spec = ShardSpec("image", 0, 1)
+    images = [(k, v) for k, v in records if k.startswith("image/")]
+    shuffled = images[:]
+    random.Random(2).shuffle(shuffled)
+    shuffled += shuffled[:3]  # retried duplicates, same values
+    listed = build_shard(shuffled, spec, str(tmp_path / "list.lmdb"))
+    streamed = build_shard(iter(shuffled), spec, str(tmp_path / "stream.lmdb"))
+    assert listed == streamed and listed.duplicates_dropped == 3 and listed.records == len(images)
+    assert (tmp_path / "list.lmdb").read_bytes() == (tmp_path / "stream.lmdb").read_bytes()
+    r1, r2 = make_image(1), make_image(1, seed=5)
+    for items in ([(r1.key, encode(r1)), (r2.key, encode(r2))], iter([(r1.key, encode(r1)), (r2.key, encode(r2))])):
+        with pytest.raises(DuplicateKeyError, match="image/000000000001/raw"):
+            build_shard(items, spec, str(tmp_path / "dup.lmdb"))
+    with pytest.raises(ValueError, match="does not belong"):
+        build_shard([(r1.key, encode(r1))], ShardSpec("text", 0, 1), str(tmp_path / "wrong.lmdb"))
+
+
+def test_a_shard_put_on_the_same_file_system_is_linked_not_copied(tmp_path):
+    from ssrp.corpus.writer import Storage
+
+    local = tmp_path / "built.lmdb"
+    local.write_bytes(b"shard bytes")
+    storage = Storage(str(tmp_path / "corpus"))
+    storage.put_file(str(local), "image/shard.tmp-1")
+    dest = tmp_path / "corpus" / "image" / "shard.tmp-1"
+    assert dest.read_bytes() == b"shard bytes" and os.stat(dest).st_ino == os.stat(local).st_ino
+    local.unlink()  # the builder removes its scratch folder: the shard stays
+    assert dest.read_bytes() == b"shard bytes"
+
+
+def test_a_shard_put_across_file_systems_is_copied(tmp_path, monkeypatch):
+    import errno
+
+    from ssrp.corpus.writer import Storage
+
+    def cross_device(src, dst):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", cross_device)
+    local = tmp_path / "built.lmdb"
+    local.write_bytes(b"shard bytes")
+    Storage(str(tmp_path / "corpus")).put_file(str(local), "image/shard.tmp-1")
+    dest = tmp_path / "corpus" / "image" / "shard.tmp-1"
+    assert dest.read_bytes() == b"shard bytes" and os.stat(dest).st_ino != os.stat(local).st_ino

@@ -215,3 +215,49 @@ def test_progress_counts_shards_as_they_are_committed(coco, tmp_path):
     watch = ShardProgress(writer, specs, enabled=False)
     assert watch.poll() == 5 and watch.pending == []  # every image and text shard of the finished build
     assert watch.done == {"images": 10, "captions": 50}
+
+
+def test_commit_threads_change_no_byte_and_timings_add_up(coco, tmp_path):
+    from ssrp.pipeline.local import BuildTimings
+
+    results, timings = [], []
+    for threads in (1, 3):
+        cfg = config(coco, tmp_path / f"t{threads}", commit_threads=threads, image_batch=2)
+        timings.append(BuildTimings())
+        results.append(digests(run_local(cfg, stages=FakeStages(cfg), progress=False, timings=timings[-1])))
+    assert results[0] == results[1]
+    for t in timings:
+        assert t.shards_committed == SHARDS["image"] + SHARDS["text"]
+        assert 0 < t.extract_s <= t.wall_s and 0 <= t.commit_wait_s <= t.wall_s and 0 < t.busy_fraction <= 1
+
+
+def test_commits_overlap_extraction_and_each_other(coco, tmp_path, monkeypatch):
+    """A commit of the first image shard waits until extraction has gone on and a second commit has started:
+    inline commits (or a single commit thread) would never get there, and the wait would time out."""
+    import threading
+
+    cfg = config(coco, tmp_path / "c", commit_threads=2, image_batch=1, decode_workers=0)
+    started, extracted_after_submit = threading.Semaphore(0), threading.Event()
+    in_flight, seen = [], []
+    original, detect = CorpusWriter.commit_shard, FakeStages.detect
+
+    def slow_commit(self, spec, items, report=None):
+        in_flight.append(spec.name)
+        seen.append(len(in_flight))
+        started.release()
+        if spec.name == "image/shard-00000-of-00003.lmdb":
+            assert extracted_after_submit.wait(30), "extraction did not go on while a shard was committing"
+            assert started.acquire(timeout=30) and started.acquire(timeout=30), "no second commit ran alongside"
+        info = original(self, spec, items, report)
+        in_flight.remove(spec.name)
+        return info
+
+    def watching_detect(self, decoded):
+        if in_flight:
+            extracted_after_submit.set()
+        return detect(self, decoded)
+
+    monkeypatch.setattr(CorpusWriter, "commit_shard", slow_commit)
+    monkeypatch.setattr(FakeStages, "detect", watching_detect)
+    manifest = run_local(cfg, stages=FakeStages(cfg), progress=False)
+    assert max(seen) >= 2 and manifest["summary"]["images"]["balanced"]
