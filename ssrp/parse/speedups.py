@@ -91,10 +91,16 @@ def sort_all(batch, lens):
 def _lookup_kind(cls: type) -> tuple[str, str]:
     """(kind, UNK unit): kind "base" if ``cls.unit2id`` is exactly BaseVocab's (normalise: None stays None,
     else lowercase if ``lower``; then the id or UNK's id), "word" for pos.WordVocab's (the same unless the
-    unit is in its ignore list), "" for any other lookup."""
-    from stanza.models.common.vocab import UNK, BaseVocab
+    unit is in its ignore list), "composite" for CompositeVocab's (memoised per call), "pretrain" for BaseVocab's lookup with PretrainedWordVocab's normalisation
+    (the base one, then a non-empty unit's spaces become no-break spaces), "" for any other lookup."""
+    from stanza.models.common.pretrain import PretrainedWordVocab
+    from stanza.models.common.vocab import UNK, BaseVocab, CompositeVocab
     from stanza.models.pos.vocab import WordVocab
 
+    if cls.unit2id is CompositeVocab.unit2id:
+        return "composite", UNK
+    if cls.normalize_unit is PretrainedWordVocab.normalize_unit and cls.unit2id is BaseVocab.unit2id:
+        return "pretrain", UNK
     if cls.normalize_unit is not BaseVocab.normalize_unit:
         return "", UNK
     if cls.unit2id is BaseVocab.unit2id:
@@ -105,13 +111,33 @@ def _lookup_kind(cls: type) -> tuple[str, str]:
 def vocab_map(self, units):
     """``BaseVocab.map`` (``[self.unit2id(u) for u in units]``) without two Python calls per unit."""
     kind, unk_unit = _lookup_kind(type(self))
+    if kind == "composite":
+        return _composite_map(self, units)
     ids = self._unit2id
     unk = ids.get(unk_unit) if kind else None
     if unk is None or (kind == "word" and self.ignore):
         return [self.unit2id(u) for u in units]
     if self.lower:
-        return [ids.get(u if u is None else u.lower(), unk) for u in units]
+        units = [u if u is None else u.lower() for u in units]
+    if kind == "pretrain":
+        return [ids.get(u.replace(" ", "\xa0") if u else u, unk) for u in units]
     return [ids.get(u, unk) for u in units]
+
+
+def _composite_map(self, units):
+    """CompositeVocab's lookups (a list of ids per unit: features, xpos parts), each distinct unit looked up
+    once per call; every unit still gets its own list, and an error surfaces at the unit that raises it."""
+    memo: dict = {}
+    out = []
+    try:
+        for u in units:
+            ids = memo.get(u)
+            if ids is None:
+                ids = memo[u] = self.unit2id(u)
+            out.append(list(ids))
+    except TypeError:  # an unhashable unit: Stanza's own loop decides
+        return [self.unit2id(u) for u in units]
+    return out
 
 
 def vocab_unmap(self, ids):
