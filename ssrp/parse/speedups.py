@@ -253,9 +253,113 @@ def distinct_words_char_model(stanza_forward):
     return forward
 
 
+def _split(flat: list, lengths: list[int]) -> list[list]:
+    out, start = [], 0
+    for n in lengths:
+        out.append(flat[start : start + n])
+        start += n
+    return out
+
+
+def _char_ids(vocab, words: list[str]) -> list[list[int]]:
+    """``vocab.map(list(word))`` for each word, each distinct word mapped once (a fresh list per word)."""
+    memo: dict[str, list[int]] = {}
+    out = []
+    for word in words:
+        ids = memo.get(word)
+        if ids is None:
+            ids = memo[word] = vocab.map([c for c in word])
+        out.append(list(ids))
+    return out
+
+
+class _Columns:
+    """A batch of sentences' word rows as columns: each vocabulary lookup runs once over every word."""
+
+    def __init__(self, data):
+        self.lengths = [len(sent) for sent in data]
+        self.rows = [w for sent in data for w in sent]
+
+    def field(self, i: int) -> list:
+        return [w[i] for w in self.rows]
+
+    def mapped(self, vocab, units: list) -> list[list]:
+        return _split(vocab.map(units), self.lengths)
+
+    def chars(self, vocab) -> list[list[list[int]]]:
+        return _split(_char_ids(vocab, self.field(0)), self.lengths)
+
+
+def _plain_maps(*vocabs) -> bool:
+    """Every vocabulary maps element by element with BaseVocab's ``map`` (Stanza's, or ``vocab_map``)."""
+    from stanza.models.common.vocab import BaseVocab
+
+    return all(v is None or type(v).map is BaseVocab.map for v in vocabs)
+
+
+def columnar_depparse_preprocess(stanza_preprocess):
+    """``depparse.data.Dataset.preprocess`` with each vocabulary lookup done once over all words (and each
+    distinct word's characters once) instead of per sentence: the same lists, element for element. Falls back
+    to ``stanza_preprocess`` for vocabularies with their own ``map``."""
+
+    def preprocess(self, data, vocab, pretrain_vocab, args):
+        from stanza.models.common.vocab import PAD_ID, ROOT_ID, CompositeVocab
+        from stanza.models.depparse.data import to_int
+
+        names = ("word", "char", "upos", "xpos", "feats", "lemma", "deprel")
+        if not data or not _plain_maps(pretrain_vocab, *(vocab[n] for n in names)):
+            return stanza_preprocess(self, data, vocab, pretrain_vocab, args)
+        cols = _Columns(data)
+        words, chars = cols.mapped(vocab["word"], cols.field(0)), cols.chars(vocab["char"])
+        upos, xpos = cols.mapped(vocab["upos"], cols.field(1)), cols.mapped(vocab["xpos"], cols.field(2))
+        feats, lemmas = cols.mapped(vocab["feats"], cols.field(3)), cols.mapped(vocab["lemma"], cols.field(4))
+        heads = _split([to_int(w[5], ignore_error=self.eval) for w in cols.rows], cols.lengths)
+        deprels = cols.mapped(vocab["deprel"], cols.field(6))
+        pretrained = (cols.mapped(pretrain_vocab, [w[0].lower() for w in cols.rows])
+                      if pretrain_vocab is not None else None)
+        xpos_root = [[ROOT_ID] * len(vocab["xpos"])] if isinstance(vocab["xpos"], CompositeVocab) else [ROOT_ID]
+        feats_root = [[ROOT_ID] * len(vocab["feats"])]
+        processed = []
+        for i, sent in enumerate(data):
+            processed.append([
+                [ROOT_ID] + words[i], [[ROOT_ID]] + chars[i], [ROOT_ID] + upos[i], xpos_root + xpos[i],
+                feats_root + feats[i],
+                [ROOT_ID] + (pretrained[i] if pretrained is not None else [PAD_ID] * len(sent)),
+                [ROOT_ID] + lemmas[i], heads[i], deprels[i], [w[0] for w in sent],
+            ])
+        return processed
+
+    return preprocess
+
+
+def columnar_pos_preprocess(stanza_preprocess):
+    """``pos.data.Dataset.preprocess`` with each lookup done once over all words (see the depparse one)."""
+
+    def preprocess(self, data, vocab, pretrain_vocab, args):
+        from stanza.models.common.vocab import PAD_ID
+        from stanza.models.pos.data import DataSample
+
+        if not data or not _plain_maps(pretrain_vocab, vocab["word"], vocab["char"],
+                                       *(vocab[n] for n in self.tag_names)):
+            return stanza_preprocess(self, data, vocab, pretrain_vocab, args)
+        cols = _Columns(data)
+        words, chars = cols.mapped(vocab["word"], cols.field(0)), cols.chars(vocab["char"])
+        tags = [cols.mapped(vocab[name], cols.field(idx)) for idx, name in enumerate(self.tag_names, 1)]
+        pretrained = (cols.mapped(pretrain_vocab, [w[0].lower() for w in cols.rows])
+                      if pretrain_vocab is not None else None)
+        return [DataSample(word=[words[i]], char=[chars[i]], tags=[column[i] for column in tags],
+                           pretrain=[pretrained[i]] if pretrained is not None else [[PAD_ID] * len(sent)],
+                           text=[w[0] for w in sent])
+                for i, sent in enumerate(data)]
+
+    return preprocess
+
+
 def _targets() -> list[tuple[object, str, object]]:
     from stanza.models.common.char_model import CharacterModel
     from stanza.models.common.vocab import BaseVocab
+    from stanza.models.depparse.data import Dataset as DepparseDataset
+    from stanza.models.pos.data import Dataset as PosDataset
     from stanza.pipeline.lemma_processor import LemmaProcessor
 
     targets: list[tuple[object, str, object]] = [
@@ -263,6 +367,8 @@ def _targets() -> list[tuple[object, str, object]]:
         (BaseVocab, "unmap", vocab_unmap),
         (LemmaProcessor, "process", dict_only_lemmas(LemmaProcessor.process)),
         (CharacterModel, "forward", distinct_words_char_model(CharacterModel.forward)),
+        (DepparseDataset, "preprocess", columnar_depparse_preprocess(DepparseDataset.preprocess)),
+        (PosDataset, "preprocess", columnar_pos_preprocess(PosDataset.preprocess)),
     ]
     for name in _DECODER_USERS:
         targets.append((importlib.import_module(name), "chuliu_edmonds_one_root", one_root_tree))

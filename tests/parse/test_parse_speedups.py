@@ -308,3 +308,36 @@ def test_parser_output_is_the_same_with_and_without_fast_paths(tiny_cfg, tokeniz
     fast = Parser(cfg).load()(records)
     stock = Parser(dataclasses.replace(cfg, fast_decode=False)).load()(records)
     assert [_fields(a) for a in fast] == [_fields(b) for b in stock]
+
+
+def test_columnar_preprocess_equals_stanzas(tiny_parser):
+    """The POS and depparse datasets' preprocessing, done column-wise, gives the very lists Stanza builds
+    sentence by sentence, on the data of a real bulk call (with and without ssrp's vocabulary lookups)."""
+    from ssrp.parse.backend import parse_texts
+
+    calls = []
+    stock = {cls: cls.preprocess for cls in (pos_data.Dataset, depparse_data.Dataset)}
+
+    def recorder(cls):
+        def record(self, *args):
+            calls.append((cls, self, args))
+            return stock[cls](self, *args)
+        return record
+
+    texts = [normalize(t, True) for t in sample_captions(images=40)] + ["a café's 2nd kite , unseen-word !"]
+    for cls in stock:
+        cls.preprocess = recorder(cls)
+    try:
+        parse_texts(tiny_parser._nlp, True, texts, fast_decode=False)
+    finally:
+        for cls, fn in stock.items():
+            cls.preprocess = fn
+    assert {cls for cls, _, _ in calls} == set(stock)
+    columnar = {pos_data.Dataset: speedups.columnar_pos_preprocess, depparse_data.Dataset:
+                speedups.columnar_depparse_preprocess}
+    for cls, dataset, args in calls:
+        fast = columnar[cls](stock[cls])
+        expected = stock[cls](dataset, *args)
+        assert fast(dataset, *args) == expected and len(expected) == len(args[0])
+        with fast_stanza():  # with ssrp's lookups swapped in, as in a bulk call
+            assert fast(dataset, *args) == expected
