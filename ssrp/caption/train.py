@@ -31,12 +31,13 @@ from ssrp.caption.vocab import Vocab
 from ssrp.config import config_identity, diff_keys, to_dict
 from ssrp.devices import resolve_device
 from ssrp.fileutil import atomic_file
-from ssrp.train.checkpoint import read_checkpoint
+from ssrp.train.checkpoint import read_digested_checkpoint, write_digested_checkpoint
 from ssrp.train.steps import NonFiniteLossError
 
 logger = logging.getLogger(__name__)
 
-CKPT_FORMAT = "ssrp-caption/1"
+CKPT_FORMAT = "ssrp-caption/2"  # /2: with a digest of the contents
+_OLD_FORMATS = ("ssrp-caption/1",)  # readable, with a warning: no digest to check
 CHECKPOINT, BEST, RUN_JSON, VOCAB, HISTORY = "checkpoint.pt", "best.pt", "run.json", "vocab.json", "history.json"
 
 
@@ -238,8 +239,7 @@ def _state(run: Run, pos: Position) -> dict:
 
 
 def _atomic_save(state: dict, path: str) -> None:
-    with atomic_file(path) as tmp:
-        torch.save(state, tmp)
+    write_digested_checkpoint(state, path)
 
 
 def _save_model(run: Run, path: str, pos: Position) -> None:
@@ -254,7 +254,7 @@ def _save(run: Run, opt, pos: Position, path: str) -> None:
 
 
 def load_caption_checkpoint(path: str) -> dict:
-    return read_checkpoint(path, (CKPT_FORMAT,), "captioning")
+    return read_digested_checkpoint(path, CKPT_FORMAT, _OLD_FORMATS, "captioning")
 
 
 def _restore(run: Run, path: str) -> tuple[Position, torch.optim.Optimizer]:

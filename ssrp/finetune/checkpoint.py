@@ -20,14 +20,19 @@ import torch
 from torch import Tensor
 
 from ssrp.config import to_dict
-from ssrp.fileutil import atomic_file
 from ssrp.finetune.config import FinetuneConfig, FinetuneOptimConfig, HeadConfig, TaskDataConfig
-from ssrp.train.checkpoint import load_checkpoint, model_config_of, read_checkpoint
+from ssrp.train.checkpoint import (
+    load_checkpoint,
+    model_config_of,
+    read_digested_checkpoint,
+    write_digested_checkpoint,
+)
 from ssrp.train.config import ModelConfig, Stage2Config
 
 logger = logging.getLogger(__name__)
 
-FORMAT = "ssrp-finetune/1"
+FORMAT = "ssrp-finetune/2"  # /2: with a digest of the contents
+_OLD_FORMATS = ("ssrp-finetune/1",)  # readable, with a warning: no digest to check
 LATEST = "checkpoint.pt"
 BEST = "best.pt"
 
@@ -77,13 +82,12 @@ def check_same_encoder(stage1_state: dict, stage2_state: dict, stage1: str, stag
 
 
 def save(state: dict, path: str) -> None:
-    """Atomic (``atomic_file``): readers see the old checkpoint or the new one, never half of one."""
-    with atomic_file(path) as tmp:
-        torch.save({"format": FORMAT, **state}, tmp)
+    """Atomic, with a digest of the contents checked on every load."""
+    write_digested_checkpoint({"format": FORMAT, **state}, path)
 
 
 def load(path: str) -> dict:
-    return read_checkpoint(path, (FORMAT,), "fine-tuning")
+    return read_digested_checkpoint(path, FORMAT, _OLD_FORMATS, "fine-tuning")
 
 
 def config_of(ckpt: dict) -> FinetuneConfig:

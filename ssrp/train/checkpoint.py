@@ -54,8 +54,14 @@ def read_checkpoint(path: str, formats: tuple[str, ...], what: str) -> dict:
 
 def load_checkpoint(path: str) -> dict:
     """Read a training checkpoint, check its format and its digest; CheckpointError names the path."""
-    ckpt = read_checkpoint(path, (CKPT_FORMAT, *_OLD_FORMATS), "training")
-    if ckpt["format"] in _OLD_FORMATS:
+    return read_digested_checkpoint(path, CKPT_FORMAT, _OLD_FORMATS, "training")
+
+
+def read_digested_checkpoint(path: str, fmt: str, old_formats: tuple[str, ...], what: str) -> dict:
+    """``read_checkpoint`` for a format that carries a digest of its contents (checked; the digest is removed
+    from the returned dict); ``old_formats`` are read with a warning, having no digest to check."""
+    ckpt = read_checkpoint(path, (fmt, *old_formats), what)
+    if ckpt["format"] in old_formats:
         logger.warning("%s: an older checkpoint (%s) without a digest: its contents cannot be checked", path,
                        ckpt["format"])
         return ckpt
@@ -63,6 +69,13 @@ def load_checkpoint(path: str) -> dict:
     if stored != state_digest(ckpt):
         raise CheckpointError(f"{path}: its contents do not match its digest (corrupted); use an earlier checkpoint")
     return ckpt
+
+
+def write_digested_checkpoint(state: dict, path: str) -> None:
+    """Write ``state`` (with its ``format``) and the digest of its contents atomically (``atomic_file``):
+    readers see the old checkpoint or the new one, never half of one."""
+    with atomic_file(path) as tmp:
+        torch.save({**state, "digest": state_digest(state)}, tmp)
 
 
 def state_digest(state: Any) -> str:

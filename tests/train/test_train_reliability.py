@@ -174,3 +174,38 @@ def test_a_bert_of_another_vocabulary_is_refused_naming_both_digests(tmp_path, c
     json.dump(manifest, open(other / "manifest.json", "w"))
     with pytest.raises(ValueError, match=f"sha256 {sha256_file(os.path.join(bert_dir, 'vocab.txt'))}.*sha256 {'ab' * 32}"):
         train(_cfg(), str(other), str(tmp_path / "run"), bert=bert_dir)
+
+
+@pytest.mark.parametrize("module, what", [("finetune", "fine-tuning"), ("caption", "captioning")])
+def test_finetune_and_caption_checkpoints_carry_a_checked_digest(tmp_path, module, what, caplog):
+    """A fine-tuning or captioning checkpoint with one changed weight is refused by name; the older format
+    (no digest) is still read, with a warning."""
+    import torch
+
+    from ssrp.train.checkpoint import CheckpointError
+
+    if module == "finetune":
+        from ssrp.finetune import checkpoint as ft
+
+        save, load, fmt, old = ft.save, ft.load, ft.FORMAT, ft._OLD_FORMATS[0]
+    else:
+        from ssrp.caption import train as cap
+
+        def save(state, path):
+            cap._atomic_save({"format": cap.CKPT_FORMAT, **state}, path)
+
+        load, fmt, old = cap.load_caption_checkpoint, cap.CKPT_FORMAT, cap._OLD_FORMATS[0]
+    path = str(tmp_path / "ckpt.pt")
+    state = {"model": {"w": torch.arange(6.0).reshape(2, 3)}, "step": 7}
+    save(state, path)
+    back = load(path)
+    assert back["format"] == fmt and torch.equal(back["model"]["w"], state["model"]["w"]) and "digest" not in back
+    raw = torch.load(path, weights_only=True)
+    raw["model"]["w"][1, 2] += 1  # one weight changed after writing, digest kept
+    torch.save(raw, path)
+    with pytest.raises(CheckpointError, match=f"{path}: its contents do not match its digest"):
+        load(path)
+    torch.save({"format": old, **state}, path)
+    with caplog.at_level("WARNING"):
+        assert load(path)["step"] == 7
+    assert "without a digest" in caplog.text and what  # the older format: read, with a warning
