@@ -17,12 +17,13 @@ local directory (never ``torch.hub``), with the Moses languages of the direction
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from ssrp.fileutil import sha256_file, silenced_output
@@ -173,11 +174,25 @@ def model_digests(models_dir: str) -> dict[str, str]:
     return {rel.split("/")[0]: entry["sha256"] for rel, entry in sorted(files.items())}
 
 
-def require_fairseq() -> None:
-    """Import fairseq (once per process, without its import-time deprecation warnings); ModuleNotFoundError with
-    the install hint when fairseq or fastBPE is missing."""
+@contextlib.contextmanager
+def _root_logging_kept() -> Iterator[None]:
+    """The root logger's handlers and level as they were before the block (only the CLI configures logging)."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
     try:
-        with warnings.catch_warnings():
+        yield
+    finally:
+        for handler in [h for h in root.handlers if h not in handlers]:
+            root.removeHandler(handler)
+        root.setLevel(level)
+
+
+def require_fairseq() -> None:
+    """Import fairseq (once per process, without its import-time deprecation warnings, and undoing the
+    root-logger configuration ``import fairseq`` performs: a stderr handler at DEBUG); ModuleNotFoundError
+    with the install hint when fairseq or fastBPE is missing."""
+    try:
+        with warnings.catch_warnings(), _root_logging_kept():
             warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script, used by fairseq at import
             warnings.simplefilter("ignore", UserWarning)
             import fairseq  # noqa: F401

@@ -19,7 +19,7 @@ from collections import Counter
 
 from ssrp.fileutil import sha256_file, silenced_output
 from ssrp.models.trust import write_checksums
-from ssrp.translate.models import DIRECTIONS, Direction, translation_dir
+from ssrp.translate.models import DIRECTIONS, Direction, require_fairseq, translation_dir
 
 logger = logging.getLogger(__name__)
 
@@ -161,6 +161,8 @@ def _write_lines(path: str, lines: list[str]) -> None:
 def _write_checkpoint(folder: str, d: Direction, arch: list[str]) -> None:
     """Build the model with fairseq's parser and task; save it like a 2019 fairseq checkpoint."""
     import torch
+
+    require_fairseq()
     from fairseq import options, tasks
 
     share = ["--share-all-embeddings"] if "de" in (d.src, d.tgt) else ["--share-decoder-input-output-embed"]

@@ -1,6 +1,7 @@
 """The translation models: official source, tiny layout, the real loading path and the unpickle gate."""
 
 import json
+import logging
 import os
 import pickle
 import shutil
@@ -194,3 +195,14 @@ def test_models_fetch_flow_with_official_archive_layout(bt_models, tmp_path, mon
     for name in tm.DIRECTIONS:
         assert signed[f"{name}/model.pt"] == sha256_file(os.path.join(bt_models, "translate", name, "model.pt"))
     assert tm.load_hub(str(tmp_path), "en-ru").checkpoint_sha256 == signed["en-ru/model.pt"]
+
+
+def test_importing_fairseq_leaves_the_root_logger_alone():
+    """``import fairseq`` configures the root logger (a stderr handler at DEBUG); only ssrp's CLI may."""
+    import subprocess
+    import sys
+
+    code = ("import logging; from ssrp.translate.models import require_fairseq; require_fairseq(); "
+            "import fairseq; root = logging.getLogger(); print(len(root.handlers), root.level)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["0", str(logging.WARNING)], out.stderr
