@@ -148,7 +148,8 @@ def _run_beam(cfg: BuildConfig, runner: str, beam_args: Sequence[str], require_g
 def _harness_logs(divert: bool):
     """Beam's local worker processes log their start-up and harness chatter to stderr: with ``divert``, this
     process's stderr (which they inherit) goes to a log file for the run, and the progress bar to the terminal
-    (yielded). The file's path is logged; on an error, its tail is the place to look."""
+    (yielded). The file is removed after a successful run; after an error it is kept and its path logged: its
+    tail is the place to look."""
     if not divert:
         yield sys.stderr
         return
@@ -158,14 +159,20 @@ def _harness_logs(divert: bool):
     saved = os.dup(2)
     os.dup2(log.fileno(), 2)
     terminal = os.fdopen(os.dup(saved), "w", buffering=1)
+    succeeded = False
     try:
         yield terminal
+        succeeded = True
     finally:
         sys.stderr.flush()
         os.dup2(saved, 2)
         os.close(saved)
         terminal.close()
         log.close()
+        if succeeded:
+            os.remove(log.name)
+        else:
+            logger.error("the build failed; Beam's worker logs are kept in %s", log.name)
 
 
 @contextlib.contextmanager

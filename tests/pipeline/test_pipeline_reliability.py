@@ -162,3 +162,15 @@ def test_the_default_split_is_train_and_records_carry_their_split(coco, tmp_path
     reader = CorpusReader(str(tmp_path / "both"))
     assert {reader.index(i).split for i in reader.image_ids()} == {"train", "val"}
     assert {CorpusReader(val_cfg.out).index(i).split for i in CorpusReader(val_cfg.out).image_ids()} == {"val"}
+
+
+def test_beams_worker_log_is_removed_after_a_good_run_and_kept_after_a_failure(tmp_path, monkeypatch):
+    from ssrp.pipeline.run import _harness_logs
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with _harness_logs(True) as terminal:
+        assert terminal is not sys.stderr
+    assert not [f for f in os.listdir(tmp_path) if f.startswith("ssrp-beam-")]
+    with pytest.raises(RuntimeError, match="worker died"), _harness_logs(True):
+        raise RuntimeError("worker died")
+    assert len([f for f in os.listdir(tmp_path) if f.startswith("ssrp-beam-")]) == 1
