@@ -543,6 +543,11 @@ def run_cpu(args) -> dict:
         rows["extra_step_b32_bf16"] = lambda: compare("step", corpus, 32, args.reps, batches=2, bf16=True)
         rows["loader_reduced"] = lambda: loader_vs_trainer("reduced", args.workers, steps=4, batch=args.batch)
         rows["loader_paper"] = lambda: loader_vs_trainer("paper", args.workers, steps=2, batch=args.batch)
+    if args.only:
+        unknown = sorted(set(args.only) - set(rows))
+        if unknown:
+            raise SystemExit(f"--only: unknown row(s) {', '.join(unknown)}; rows: {', '.join(rows)}")
+        rows = {name: rows[name] for name in args.only}
     for name, row in rows.items():
         result[name] = row()
         _progress(name, result[name])
@@ -600,6 +605,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=BATCH, help="CPU: batch of the loader-vs-trainer rows")
     p.add_argument("--workers", type=int, default=2, help="loader worker processes")
     p.add_argument("--quick", action="store_true", help="CPU: batch-32 rows only (no batch 128, extras, loader)")
+    p.add_argument(
+        "--only", nargs="+", metavar="ROW", help="CPU: run only these rows (e.g. step_b32); with --quick, batch-32 rows"
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     result = run_gpu(args) if args.device == "cuda" else run_cpu(args)
