@@ -395,3 +395,35 @@ def test_the_compared_setting_equals_fairseq_hub_translate_list(bt_translator, b
                              drop_unk=False, length_ratio=float("inf"))
     items = bt_items[:24]
     assert our_outputs(t(items), items, t.cfg.pivots) == hub_list_baseline(t, items, t.cfg)
+
+
+@pytest.mark.parametrize("sampling", [False, True])
+def test_tokens_only_ensemble_gives_the_stock_generators_hypotheses(bt_translator, bt_items, sampling):
+    """TokensOnlyEnsemble (no attention record, no encoder reorder while the batch keeps its rows) returns
+    every hypothesis of every beam with the same tokens, scores and positional scores as fairseq's stock
+    EnsembleModel, also after sentences of different lengths leave the batch at different steps."""
+    import torch
+    from fairseq.data import data_utils
+
+    hub = bt_translator._hubs["en-de"]
+    leg = translation_decode.LegSettings(sampling, 3 if sampling else 0, 0.0, 1 if sampling else 4, 1.0, 1.0, 1.2, 3)
+    tokens = [hub.encode(text) for _, _, text in bt_items]
+    limits = [translation_decode.row_limit(t.numel(), leg.max_len_a, leg.max_len_b, 200) for t in tokens]
+    assert len(set(limits)) > 1  # rows finish at different steps: the batch shrinks mid-decoding
+    src = data_utils.collate_tokens(tokens, hub.src_dict.pad(), hub.src_dict.eos(), left_pad=True)
+    sample = {
+        "id": torch.tensor(translation_decode.pack_row_ids(list(range(len(tokens))), limits)),
+        "net_input": {"src_tokens": src, "src_lengths": torch.tensor([t.numel() for t in tokens])},
+    }
+    runs = []
+    for tokens_only in (True, False):
+        gen = translation_decode.build_generator(hub, leg, tokens_only=tokens_only)
+        assert isinstance(gen.model, translation_decode.TokensOnlyEnsemble) == tokens_only
+        runs.append(hub.task.inference_step(gen, hub.models, sample))
+    fast, stock = runs
+    for fast_hypos, stock_hypos in zip(fast, stock, strict=True):
+        assert len(fast_hypos) == len(stock_hypos)
+        for f, s in zip(fast_hypos, stock_hypos, strict=True):
+            assert torch.equal(f["tokens"], s["tokens"])
+            assert torch.equal(f["score"], s["score"])
+            assert torch.equal(f["positional_scores"], s["positional_scores"])
