@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import torch
 from fairseq.data import data_utils
+from fairseq.data.dictionary import tokenize_line
 from fairseq.search import BeamSearch, Sampling
 from fairseq.sequence_generator import EnsembleModel, SequenceGenerator
 
@@ -209,6 +210,21 @@ def token_string(dictionary, tokens: torch.Tensor) -> str:
     unk, unk_word, symbols = dictionary.unk(), dictionary.unk_word, dictionary.symbols
     n = len(symbols)
     return " ".join(unk_word if i == unk or i >= n else symbols[i] for i in tokens.tolist() if i not in ignore)
+
+
+def binarize(dictionary, line: str) -> torch.Tensor:
+    """fairseq's ``hub.binarize(line)`` (``Dictionary.encode_line(line, add_if_not_exist=False).long()``: ids of
+    the whitespace-separated symbols, ``<unk>`` for unknown ones, then ``</s>``) from one list instead of a
+    tensor element assignment per symbol."""
+    index, unk = dictionary.indices.get, dictionary.unk_index
+    ids = [index(word, unk) for word in tokenize_line(line)]
+    ids.append(dictionary.eos_index)
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def encode_text(hub, text: str) -> torch.Tensor:
+    """``hub.encode(text)`` (Moses, BPE, ids) with ``binarize`` for the last step."""
+    return binarize(hub.src_dict, hub.apply_bpe(hub.tokenize(text)))
 
 
 def decode_text(hub, tokens: torch.Tensor) -> str:

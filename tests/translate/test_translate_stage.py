@@ -386,6 +386,25 @@ def test_decode_text_equals_the_hubs_decode(bt_translator):
             assert translation_decode.decode_text(hub, tokens) == hub.decode(tokens), (direction, ids)
 
 
+def test_binarize_and_encode_text_equal_the_hubs(bt_translator, bt_items):
+    """binarize / encode_text give the hub's binarize / encode tensors (ids, dtype, <unk> for unknown symbols,
+    </s> last) on captions, pivots, odd whitespace and symbols missing from the dictionary."""
+    import torch
+
+    rng = random.Random(3)
+    for direction, hub in bt_translator._hubs.items():
+        symbols = hub.src_dict.symbols
+        lines = [text for _, _, text in bt_items] + ["", "  ", "\tzz\u00a0 qq@@  x\n", "<unk> </s> <pad>"]
+        lines += [" ".join(rng.choice(symbols + ["@@", "zzzz", "\u044f\u0436"]) for _ in range(rng.randint(0, 20)))
+                  for _ in range(50)]
+        for line in lines:
+            expected = hub.binarize(line)
+            got = translation_decode.binarize(hub.src_dict, line)
+            assert got.dtype == expected.dtype and torch.equal(got, expected), (direction, line)
+        for _, _, text in bt_items:
+            assert torch.equal(translation_decode.encode_text(hub, text), hub.encode(text)), (direction, text)
+
+
 def test_the_compared_setting_equals_fairseq_hub_translate_list(bt_translator, bt_items):
     """The benchmark's output check: with beam search on both legs and a fixed length limit, every pivot and
     paraphrase equals fairseq's hub translate(list) on the same captions."""
