@@ -24,8 +24,9 @@ from dataclasses import dataclass
 
 import torch
 from fairseq.data import data_utils
+from fairseq.data.dictionary import tokenize_line
 from fairseq.search import BeamSearch, Sampling
-from fairseq.sequence_generator import SequenceGenerator
+from fairseq.sequence_generator import EnsembleModel, SequenceGenerator
 
 logger = logging.getLogger(__name__)
 
@@ -149,14 +150,48 @@ class SeededSampling(Sampling):
         return scores_buf, indices_buf, beams_buf
 
 
-def build_generator(hub, leg: LegSettings) -> SequenceGenerator:
-    """A SequenceGenerator over the hub's models; sampling uses SeededSampling, beam fairseq's BeamSearch."""
+class TokensOnlyEnsemble(EnsembleModel):
+    """fairseq's ``EnsembleModel`` for a caller that reads only the hypotheses' tokens and scores, with two
+    copies fairseq makes at every decoding step left out (the same tokens and scores, tested):
+
+    * **No attention record.** ``SequenceGenerator`` stores each step's encoder attention in a
+      (rows, source, max_len + 2) tensor and re-gathers its prefix by beam at every step (a strided
+      ``index_select``): the hypotheses' ``"attention"`` (and ``"alignment"``), never read here. Returning no
+      attention from ``forward_decoder`` skips both; the log-probabilities are untouched.
+    * **No reorder of the encoder output while no sentence has left the batch.** The generator expands the
+      encoder output to ``beam`` identical copies per sentence once, then re-gathers it by the beam
+      back-pointers at every step (``index_select`` of every tensor in it). Beam search only picks among a
+      sentence's own beams, so while the batch keeps all its rows (the order has as many entries as the
+      encoder output has rows) that gather returns exactly the tensors it was given. Once finished sentences
+      leave the batch (fewer entries) the real reorder runs.
+    """
+
+    def forward_decoder(self, tokens, encoder_outs, incremental_states, temperature: float = 1.0):
+        probs, _ = super().forward_decoder(tokens, encoder_outs, incremental_states, temperature)
+        return probs, None
+
+    def reorder_encoder_out(self, encoder_outs, new_order):
+        if encoder_outs and _encoder_rows(encoder_outs[0]) == new_order.numel():
+            return encoder_outs
+        return super().reorder_encoder_out(encoder_outs, new_order)
+
+
+def _encoder_rows(encoder_out: dict) -> int | None:
+    """Rows (batch x beam) of a fairseq transformer encoder output (its "encoder_out" is T x rows x C)."""
+    tensors = encoder_out.get("encoder_out") if isinstance(encoder_out, dict) else None
+    return tensors[0].size(1) if tensors else None
+
+
+def build_generator(hub, leg: LegSettings, *, tokens_only: bool = True) -> SequenceGenerator:
+    """A SequenceGenerator over the hub's models; sampling uses SeededSampling, beam fairseq's BeamSearch.
+    ``tokens_only`` (default) decodes through ``TokensOnlyEnsemble``: hypotheses without attention, the same
+    tokens and scores; ``False`` keeps fairseq's stock ``EnsembleModel``."""
     if leg.sampling:
         search = SeededSampling(hub.tgt_dict, leg.topk if leg.topk > 0 else -1, leg.topp if leg.topp > 0 else -1.0)
     else:
         search = SeededBeamSearch(hub.tgt_dict)
     return SequenceGenerator(
-        hub.models,
+        TokensOnlyEnsemble(hub.models) if tokens_only else hub.models,
         hub.tgt_dict,
         beam_size=leg.beam,
         max_len_a=leg.max_len_a,
@@ -175,6 +210,21 @@ def token_string(dictionary, tokens: torch.Tensor) -> str:
     unk, unk_word, symbols = dictionary.unk(), dictionary.unk_word, dictionary.symbols
     n = len(symbols)
     return " ".join(unk_word if i == unk or i >= n else symbols[i] for i in tokens.tolist() if i not in ignore)
+
+
+def binarize(dictionary, line: str) -> torch.Tensor:
+    """fairseq's ``hub.binarize(line)`` (``Dictionary.encode_line(line, add_if_not_exist=False).long()``: ids of
+    the whitespace-separated symbols, ``<unk>`` for unknown ones, then ``</s>``) from one list instead of a
+    tensor element assignment per symbol."""
+    index, unk = dictionary.indices.get, dictionary.unk_index
+    ids = [index(word, unk) for word in tokenize_line(line)]
+    ids.append(dictionary.eos_index)
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def encode_text(hub, text: str) -> torch.Tensor:
+    """``hub.encode(text)`` (Moses, BPE, ids) with ``binarize`` for the last step."""
+    return binarize(hub.src_dict, hub.apply_bpe(hub.tokenize(text)))
 
 
 def decode_text(hub, tokens: torch.Tensor) -> str:

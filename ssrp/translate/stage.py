@@ -235,6 +235,8 @@ class BackTranslator:
                 c.failure = RecordFailure("tokenize_failed", f"Moses tokenizer: {type(err).__name__}: {err}")
 
     def _round_trip(self, pivot: str, captions: list[_Caption]) -> None:
+        from ssrp.translate.decode import encode_text
+
         forward, back = f"en-{pivot}", f"{pivot}-en"
         sources = self._encode_sources(forward, captions)
         ok = [c for c in captions if c.failure is None]
@@ -244,7 +246,7 @@ class BackTranslator:
             elif out is not None:
                 self._drop(c, pivot, (out[0], ""), pivot_text=out[1])
         with_pivot = [c for c in ok if c.failure is None and pivot in c.pivots]
-        encoded = [self._hubs[back].encode(c.pivots[pivot]) for c in with_pivot]
+        encoded = [encode_text(self._hubs[back], c.pivots[pivot]) for c in with_pivot]
         for c, out in zip(with_pivot, self._translate(back, encoded, with_pivot), strict=True):
             if isinstance(out, str):
                 self._accept(c, pivot, out)
@@ -252,11 +254,13 @@ class BackTranslator:
                 self._drop(c, pivot, out, pivot_text=c.pivots[pivot])
 
     def _encode_sources(self, direction: str, captions: list[_Caption]) -> dict:
+        from ssrp.translate.decode import binarize
+
         hub = self._hubs[direction]
         limit = min(self.cfg.max_source_tokens, int(hub.max_positions[0]) if hub.max_positions else 10**9)
         out = {}
         for c in captions:
-            tokens = hub.binarize(hub.apply_bpe(c.moses))
+            tokens = binarize(hub.src_dict, hub.apply_bpe(c.moses))
             if tokens.numel() - 1 > limit:  # minus </s>
                 c.failure = RecordFailure(
                     "caption_too_long", f"{tokens.numel() - 1} BPE tokens for {direction} (limit {limit})"

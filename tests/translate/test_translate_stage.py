@@ -386,6 +386,25 @@ def test_decode_text_equals_the_hubs_decode(bt_translator):
             assert translation_decode.decode_text(hub, tokens) == hub.decode(tokens), (direction, ids)
 
 
+def test_binarize_and_encode_text_equal_the_hubs(bt_translator, bt_items):
+    """binarize / encode_text give the hub's binarize / encode tensors (ids, dtype, <unk> for unknown symbols,
+    </s> last) on captions, pivots, odd whitespace and symbols missing from the dictionary."""
+    import torch
+
+    rng = random.Random(3)
+    for direction, hub in bt_translator._hubs.items():
+        symbols = hub.src_dict.symbols
+        lines = [text for _, _, text in bt_items] + ["", "  ", "\tzz\u00a0 qq@@  x\n", "<unk> </s> <pad>"]
+        lines += [" ".join(rng.choice(symbols + ["@@", "zzzz", "\u044f\u0436"]) for _ in range(rng.randint(0, 20)))
+                  for _ in range(50)]
+        for line in lines:
+            expected = hub.binarize(line)
+            got = translation_decode.binarize(hub.src_dict, line)
+            assert got.dtype == expected.dtype and torch.equal(got, expected), (direction, line)
+        for _, _, text in bt_items:
+            assert torch.equal(translation_decode.encode_text(hub, text), hub.encode(text)), (direction, text)
+
+
 def test_the_compared_setting_equals_fairseq_hub_translate_list(bt_translator, bt_items):
     """The benchmark's output check: with beam search on both legs and a fixed length limit, every pivot and
     paraphrase equals fairseq's hub translate(list) on the same captions."""
@@ -395,3 +414,35 @@ def test_the_compared_setting_equals_fairseq_hub_translate_list(bt_translator, b
                              drop_unk=False, length_ratio=float("inf"))
     items = bt_items[:24]
     assert our_outputs(t(items), items, t.cfg.pivots) == hub_list_baseline(t, items, t.cfg)
+
+
+@pytest.mark.parametrize("sampling", [False, True])
+def test_tokens_only_ensemble_gives_the_stock_generators_hypotheses(bt_translator, bt_items, sampling):
+    """TokensOnlyEnsemble (no attention record, no encoder reorder while the batch keeps its rows) returns
+    every hypothesis of every beam with the same tokens, scores and positional scores as fairseq's stock
+    EnsembleModel, also after sentences of different lengths leave the batch at different steps."""
+    import torch
+    from fairseq.data import data_utils
+
+    hub = bt_translator._hubs["en-de"]
+    leg = translation_decode.LegSettings(sampling, 3 if sampling else 0, 0.0, 1 if sampling else 4, 1.0, 1.0, 1.2, 3)
+    tokens = [hub.encode(text) for _, _, text in bt_items]
+    limits = [translation_decode.row_limit(t.numel(), leg.max_len_a, leg.max_len_b, 200) for t in tokens]
+    assert len(set(limits)) > 1  # rows finish at different steps: the batch shrinks mid-decoding
+    src = data_utils.collate_tokens(tokens, hub.src_dict.pad(), hub.src_dict.eos(), left_pad=True)
+    sample = {
+        "id": torch.tensor(translation_decode.pack_row_ids(list(range(len(tokens))), limits)),
+        "net_input": {"src_tokens": src, "src_lengths": torch.tensor([t.numel() for t in tokens])},
+    }
+    runs = []
+    for tokens_only in (True, False):
+        gen = translation_decode.build_generator(hub, leg, tokens_only=tokens_only)
+        assert isinstance(gen.model, translation_decode.TokensOnlyEnsemble) == tokens_only
+        runs.append(hub.task.inference_step(gen, hub.models, sample))
+    fast, stock = runs
+    for fast_hypos, stock_hypos in zip(fast, stock, strict=True):
+        assert len(fast_hypos) == len(stock_hypos)
+        for f, s in zip(fast_hypos, stock_hypos, strict=True):
+            assert torch.equal(f["tokens"], s["tokens"])
+            assert torch.equal(f["score"], s["score"])
+            assert torch.equal(f["positional_scores"], s["positional_scores"])
