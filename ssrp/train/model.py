@@ -127,6 +127,27 @@ class _SparseGradLookup(torch.autograd.Function):
         return torch.sparse_coo_tensor(ids[None], grad, ctx.shape, check_invariants=False), None
 
 
+class _TiedWeight(torch.autograd.Function):
+    """Two aliases of one weight: the MLM decoder reads the first, the word lookup (``_SparseGradLookup``) the
+    second. Their gradients meet here, in one backward: the lookup's sparse rows are added in place into the
+    decoder's dense ``[V, H]`` gradient. Left to autograd, the two would meet in the weight's input buffer, where
+    a dense gradient that arrives first (the decoder's: the heads run last) and a sparse one are summed out of
+    place: a copy of the whole ``[V, H]`` gradient each step."""
+
+    @staticmethod
+    def forward(ctx, weight: Tensor) -> tuple[Tensor, Tensor]:
+        ctx.set_materialize_grads(False)
+        return weight.view_as(weight), weight.view_as(weight)
+
+    @staticmethod
+    def backward(ctx, decoder: Tensor | None, lookup: Tensor | None) -> Tensor | None:
+        if decoder is None or lookup is None:
+            return lookup if decoder is None else decoder
+        if torch.is_grad_enabled() or decoder.is_sparse or not decoder.is_contiguous():
+            return decoder + lookup
+        return decoder.add_(lookup)
+
+
 def gather_rows(rows: Tensor, index: Tensor) -> Tensor:
     """``rows[index]`` (unique indices)."""
     return _Gather.apply(rows, index)
@@ -518,17 +539,21 @@ class TextEmbeddings(nn.Module):
         self.segment = nn.Embedding(cfg.type_vocab_size, cfg.hidden)
         self.norm = nn.LayerNorm(cfg.hidden, eps=cfg.layer_norm_eps)
         self.drop = Dropout(cfg.dropout)
-        # set by a model whose MLM decoder is tied to ``word`` (its gradient is then always dense): on CPU the
-        # lookup's own gradient is sent as sparse rows, added into the decoder's
-        self.tied_decoder = False
 
-    def forward(self, input_ids: Tensor, layout: Layout) -> Tensor:
-        """The ``[N, H]`` rows of the layout's real positions."""
+    def tied_weights(self) -> tuple[Tensor, Tensor | None]:
+        """For a model whose MLM decoder is tied to ``word`` (its gradient is then always dense): (the weight the
+        decoder reads, the weight to pass to ``forward`` as ``lookup``). On CPU in training the lookup's gradient
+        is sent as sparse rows and added in place into the decoder's (``_TiedWeight``); otherwise (the weight,
+        None: the plain lookup)."""
+        w = self.word.weight
+        if w.device.type == "cpu" and w.requires_grad and torch.is_grad_enabled():
+            return _TiedWeight.apply(w)
+        return w, None
+
+    def forward(self, input_ids: Tensor, layout: Layout, lookup: Tensor | None = None) -> Tensor:
+        """The ``[N, H]`` rows of the layout's real positions; ``lookup``: the word weight from ``tied_weights``."""
         ids, positions = layout.rows(input_ids[..., None]).squeeze(1), layout.positions()
-        if self.tied_decoder and ids.device.type == "cpu" and torch.is_grad_enabled():
-            words = _SparseGradLookup.apply(self.word.weight, ids)
-        else:
-            words = self.word(ids)
+        words = self.word(ids) if lookup is None else _SparseGradLookup.apply(lookup, ids)
         return self.drop(self.norm(words + self.position(positions) + self.segment.weight[0]))
 
 
@@ -584,14 +609,15 @@ class SSRPEncoder(nn.Module):
         boxes: Tensor,
         object_mask: Tensor,
         keep: tuple[Tensor | None, Tensor | None] = (None, None),
+        word_lookup: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Layout, Layout]:
         """Token rows, object rows and their layouts. ``keep`` (``[B, L]`` and ``[B, M]`` masks, or None for
         all) names the positions whose states are read: when unpadding, the last inter-modality layer
         computes only those (same values), and the returned rows and layouts are theirs; otherwise every
-        real position comes back."""
+        real position comes back. ``word_lookup``: the word weight from ``TextEmbeddings.tied_weights``."""
         unpad = self.unpads(text_mask)
         tl, vl = Layout(text_mask, unpad), Layout(object_mask, unpad)
-        t = self.text_embeddings(input_ids, tl)
+        t = self.text_embeddings(input_ids, tl, word_lookup)
         v = self.object_embeddings(features, boxes, vl)
         for layer in self.text_layers:
             t = layer(t, tl)

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from ssrp.train.bert import bert_data_config, bert_model_config, load_bert
 from ssrp.train.config import DataConfig, ModelConfig
 from ssrp.train.heads import AlignHead, Stage1Model
-from ssrp.train.model import Layout, SSRPEncoder
+from ssrp.train.model import Layout, SSRPEncoder, TextEmbeddings
 
 CFG = ModelConfig(
     hidden=16,
@@ -461,3 +461,28 @@ def test_cpu_dropout_masks():
     y = drop.train()(x)
     kept = y != 0
     assert torch.allclose(y[kept], x[kept] / 0.9)
+
+
+def test_tied_word_weight_gets_the_stock_gradient(monkeypatch):
+    """On CPU the MLM decoder and the word lookup read the tied weight through ``TextEmbeddings.tied_weights``
+    (the lookup's sparse rows added in place into the decoder's dense gradient): every weight's gradient is the
+    stock one (``nn.Embedding`` lookup and ``F.linear`` on the same weight, autograd summing the two)."""
+    batch = _stage1_batch()
+    grads = []
+    for stock in (False, True):
+        if stock:
+            monkeypatch.setattr(TextEmbeddings, "tied_weights", lambda self: (self.word.weight, None))
+        torch.manual_seed(0)
+        model = Stage1Model(CFG).eval()
+        terms = model(batch)
+        sum(s / c.clamp(min=1) for s, c in terms.values()).backward()
+        grads.append({k: p.grad for k, p in model.named_parameters()})
+    fast, ref = grads
+    word = "encoder.text_embeddings.word.weight"
+    assert not fast[word].is_sparse and fast[word].is_contiguous()
+    looked_up = batch["input_ids"][batch["text_mask"]].unique()
+    assert ref[word][looked_up].abs().sum() > 0
+    assert all(torch.allclose(fast[k], ref[k], rtol=1e-5, atol=1e-7) for k in ref)
+    with torch.no_grad():  # no gradient to send: the plain weight, no alias
+        emb = model.encoder.text_embeddings
+        assert emb.tied_weights() == (emb.word.weight, None)
