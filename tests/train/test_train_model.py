@@ -2,6 +2,7 @@
 
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -453,6 +454,13 @@ def test_cpu_dropout_masks():
     torch.manual_seed(3)
     b = keep_mask((200, 300), 0.1, torch.float32)
     assert torch.equal(a, b)  # torch.manual_seed decides the mask
+    for rate in (0.1, 0.3):  # numpy's in-place threshold and scale give torch's float32 ge_/mul_ mask
+        torch.manual_seed(3)
+        fast = keep_mask((200, 300), rate, torch.float32)
+        torch.manual_seed(3)
+        seed = int(torch.randint(0, 2**62, (1,)))
+        u = torch.from_numpy(np.random.default_rng(seed).random((200, 300), dtype=np.float32))
+        assert torch.equal(fast, u.ge_(rate).mul_(1.0 / (1.0 - rate)))
     assert a.unique().tolist() == [0.0, pytest.approx(1 / 0.9)]
     assert abs(float((a > 0).float().mean()) - 0.9) < 0.01
     drop = Dropout(0.1)
