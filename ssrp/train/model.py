@@ -159,67 +159,72 @@ def gather_rows(rows: Tensor, index: Tensor) -> Tensor:
 
 class _RowsToHeads(torch.autograd.Function):
     """``[N, parts * H]`` rows of a layout -> ``parts`` contiguous ``[B * heads, L, d]`` blocks (zeros at
-    padded positions; the first block multiplied by ``scale``) in one copy; the backward gathers back."""
+    padded positions; the first block multiplied by ``scale``) in one copy; the backward gathers back.
+    ``slots`` (``Layout.head_slots``): each (row, head)'s ``d``-vector's row in a ``[B * heads * L, d]`` block,
+    or None when the rows are the whole grid; with it both ways are row copies (``index_copy_`` /
+    ``index_select`` of contiguous ``d``-vectors)."""
 
     @staticmethod
-    def forward(ctx, rows, b_idx, l_idx, batch: int, length: int, parts: int, heads: int, scale: float):
+    def forward(ctx, rows, slots, batch: int, length: int, parts: int, heads: int, scale: float):
         n, width = rows.shape
         d = width // (parts * heads)
         src = rows.view(n, parts, heads, d)
-        if b_idx is None:
+        if slots is None:
             buf = rows.new_empty(parts, batch, heads, length, d)
             buf.copy_(src.view(batch, length, parts, heads, d).permute(2, 0, 3, 1, 4))
         else:
+            block = batch * heads * length
             buf = rows.new_zeros(parts, batch, heads, length, d)
-            buf.permute(1, 3, 0, 2, 4)[b_idx, l_idx] = src
+            at = (slots[:, None, :] + block * torch.arange(parts, device=slots.device)[:, None]).reshape(-1)
+            buf.view(parts * block, d).index_copy_(0, at, src.reshape(-1, d))
         if scale != 1.0:
             buf[0].mul_(scale)
-        ctx.save_for_backward(b_idx, l_idx)
+        ctx.save_for_backward(slots)
         ctx.shape = (n, batch, length, parts, heads, d, scale)
         return tuple(buf[p].view(batch * heads, length, d) for p in range(parts))
 
     @staticmethod
     def backward(ctx, *grads):
-        b_idx, l_idx = ctx.saved_tensors
+        (slots,) = ctx.saved_tensors
         n, batch, length, parts, heads, d, scale = ctx.shape
         out = grads[0].new_empty(n, parts, heads, d)
         for p, g in enumerate(grads):
-            g = torch.zeros(batch * heads, length, d, dtype=out.dtype, device=out.device) if g is None else g
-            blocks = g.unflatten(0, (batch, heads)).permute(0, 2, 1, 3)
-            if b_idx is None:
+            if g is None:
+                out[:, p] = 0
+            elif slots is None:
+                blocks = g.unflatten(0, (batch, heads)).permute(0, 2, 1, 3)
                 out.view(batch, length, parts, heads, d)[:, :, p].copy_(blocks)
             else:
-                out[:, p] = blocks[b_idx, l_idx]
+                out[:, p] = g.reshape(-1, d).index_select(0, slots.reshape(-1)).view(n, heads, d)
         if scale != 1.0:
             out[:, 0].mul_(scale)
-        return out.view(n, parts * heads * d), None, None, None, None, None, None, None
+        return out.view(n, parts * heads * d), None, None, None, None, None, None
 
 
 class _HeadsToRows(torch.autograd.Function):
     """``[B * heads, L, d]`` -> the ``[N, heads * d]`` rows of a layout, in one copy; the backward scatters
-    into zeros (padded query positions must get no gradient)."""
+    into zeros (padded query positions must get no gradient). ``slots``: as in ``_RowsToHeads``."""
 
     @staticmethod
-    def forward(ctx, y, b_idx, l_idx, batch: int, heads: int):
+    def forward(ctx, y, slots, batch: int, heads: int):
         _, length, d = y.shape
-        blocks = y.unflatten(0, (batch, heads)).permute(0, 2, 1, 3)
-        ctx.save_for_backward(b_idx, l_idx)
+        ctx.save_for_backward(slots)
         ctx.shape = (batch, heads, length, d)
-        if b_idx is None:
-            return blocks.reshape(batch * length, heads * d)
-        return blocks[b_idx, l_idx].reshape(-1, heads * d)
+        if slots is None:
+            return y.unflatten(0, (batch, heads)).permute(0, 2, 1, 3).reshape(batch * length, heads * d)
+        return y.reshape(-1, d).index_select(0, slots.reshape(-1)).view(-1, heads * d)
 
     @staticmethod
     def backward(ctx, grad):
-        b_idx, l_idx = ctx.saved_tensors
+        (slots,) = ctx.saved_tensors
         batch, heads, length, d = ctx.shape
-        if b_idx is None:
+        if slots is None:
             out = grad.new_empty(batch, heads, length, d)
             out.copy_(grad.unflatten(1, (heads, d)).unflatten(0, (batch, length)).permute(0, 2, 1, 3))
         else:
-            out = grad.new_zeros(batch, heads, length, d)
-            out.permute(0, 2, 1, 3)[b_idx, l_idx] = grad.unflatten(1, (heads, d))
-        return out.view(batch * heads, length, d), None, None, None, None
+            out = grad.new_zeros(batch * heads * length, d)
+            out.index_copy_(0, slots.reshape(-1), grad.reshape(-1, d))
+        return out.view(batch * heads, length, d), None, None, None
 
 
 class Layout:
@@ -254,6 +259,7 @@ class Layout:
         self.b_idx = None if self.index is None else self.index // self.length
         self.l_idx = None if self.index is None else self.index % self.length
         self._bias: dict = {}
+        self._slots: dict = {}
 
     def rows(self, grid: Tensor) -> Tensor:
         """``[B, L, C]`` (``L`` = ``length`` or ``full_length``) -> ``[N, C]``: the real positions, batch-major."""
@@ -279,11 +285,21 @@ class Layout:
 
     def heads(self, rows: Tensor, parts: int, heads: int, scale: float = 1.0) -> tuple[Tensor, ...]:
         """``[N, parts * H]`` -> ``parts`` blocks ``[B * heads, length, d]`` (the first times ``scale``)."""
-        return _RowsToHeads.apply(rows, self.b_idx, self.l_idx, self.batch, self.length, parts, heads, scale)
+        return _RowsToHeads.apply(rows, self.head_slots(heads), self.batch, self.length, parts, heads, scale)
 
     def from_heads(self, y: Tensor, heads: int) -> Tensor:
         """``[B * heads, length, d]`` -> ``[N, heads * d]``."""
-        return _HeadsToRows.apply(y, self.b_idx, self.l_idx, self.batch, heads)
+        return _HeadsToRows.apply(y, self.head_slots(heads), self.batch, heads)
+
+    def head_slots(self, heads: int) -> Tensor | None:
+        """``[N, heads]``: where row n's head h sits among the ``d``-vectors of a ``[B * heads, length, d]`` block,
+        ``(b * heads + h) * length + l``; None when the rows are the whole grid."""
+        if self.index is None:
+            return None
+        if heads not in self._slots:
+            h = torch.arange(heads, device=self.index.device)
+            self._slots[heads] = (self.b_idx[:, None] * heads + h) * self.length + self.l_idx[:, None]
+        return self._slots[heads]
 
     def key_bias(self, heads: int, dtype: torch.dtype) -> Tensor | None:
         """``[B * heads, 1, length]``: 0 at real keys, the dtype's lowest value at padded ones; None if none is
