@@ -363,9 +363,12 @@ class MultiHeadAttention(nn.Module):
             q, k, v = xl.heads(self.qkv(x), 3, self.heads, self.scale)
             return q, k, v
         h = x.shape[-1]
-        w, bias = self.qkv.weight, self.qkv.bias
-        (q,) = xl.heads(F.linear(x, w[:h], bias[:h]), 1, self.heads, self.scale)
-        k, v = cl.heads(F.linear(context, w[h:], bias[h:]), 2, self.heads)
+        # split, not slices: the backward concatenates the two gradients (slicing's backward zero-fills a
+        # [3H, H] gradient per slice and adds the two)
+        w_q, w_kv = self.qkv.weight.split([h, 2 * h])
+        b_q, b_kv = self.qkv.bias.split([h, 2 * h])
+        (q,) = xl.heads(F.linear(x, w_q, b_q), 1, self.heads, self.scale)
+        k, v = cl.heads(F.linear(context, w_kv, b_kv), 2, self.heads)
         return q, k, v
 
     def _attend(self, q: Tensor, k: Tensor, v: Tensor, keys: Layout) -> Tensor:
