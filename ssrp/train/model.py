@@ -414,6 +414,16 @@ class MultiHeadAttention(nn.Module):
         return self.out(torch.cat([tl.from_heads(yt, self.heads), vl.from_heads(yv, self.heads)]))
 
 
+    def cross(self, t: Tensor, v: Tensor, tl: Layout, vl: Layout) -> tuple[Tensor, Tensor]:
+        """``paired(..., "cross")`` on the two modalities' rows as they are: text attends to vision and vision to
+        text through the same weights, each projection run per modality (no concatenation of the rows in, nor
+        of the outputs, nor of their gradients on the way back)."""
+        q_t, k_t, v_t = tl.heads(self.qkv(t), 3, self.heads, self.scale)
+        q_v, k_v, v_v = vl.heads(self.qkv(v), 3, self.heads, self.scale)
+        yt, yv = self._attend(q_t, k_v, v_v, vl), self._attend(q_v, k_t, v_t, tl)
+        return self.out(tl.from_heads(yt, self.heads)), self.out(vl.from_heads(yv, self.heads))
+
+
 def joint_layout(tl: Layout, vl: Layout) -> Layout:
     """The layout of text and objects side by side, ``[B, Lt + Lv]`` (Share's joint attention)."""
     return Layout(torch.cat([tl.mask, vl.mask], 1), unpad=tl.index is not None or vl.index is not None)
@@ -452,6 +462,11 @@ class AttentionSublayer(nn.Module):
     def paired(self, x: Tensor, tl: Layout, vl: Layout, mode: str) -> Tensor:
         """``x``: text rows then object rows, both through this sub-layer's weights (``MultiHeadAttention.paired``)."""
         return self.residual(x, self.attn.paired(x, tl, vl, mode))
+
+    def cross(self, t: Tensor, v: Tensor, tl: Layout, vl: Layout) -> tuple[Tensor, Tensor]:
+        """Bi-directional cross-attention through this sub-layer's weights (``MultiHeadAttention.cross``)."""
+        yt, yv = self.attn.cross(t, v, tl, vl)
+        return self.residual(t, yt), self.residual(v, yv)
 
 
 class FeedForward(nn.Module):
@@ -543,7 +558,7 @@ class CrossLayer(nn.Module):
 
     def forward(self, t: Tensor, v: Tensor, tl: Layout, vl: Layout, keep: Keep = (None, None)) -> tuple[Tensor, Tensor]:
         tk, vk = keep
-        t2, v2 = self.cross.paired(torch.cat([t, v]), tl, vl, "cross").split([tl.count, vl.count])
+        t2, v2 = self.cross.cross(t, v, tl, vl)
         t = self.text_self(t2, tl, t2, tl) if tk is None else self.text_self.kept(t2, tl, tk)
         v = self.visual_self(v2, vl, v2, vl) if vk is None else self.visual_self.kept(v2, vl, vk)
         return self.text_ff(t), self.visual_ff(v)

@@ -131,6 +131,28 @@ def test_paired_attention_equals_each_modality_attending_on_its_own(mode):
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(both, alone, strict=True))
 
 
+def test_cross_without_concatenation_equals_paired_cross():
+    """``AttentionSublayer.cross`` (Cross's layers: each modality's projections run on its own rows) gives the
+    states and the gradients (weights and both inputs) of ``paired(cat([t, v]), ..., "cross")``."""
+    from ssrp.train.model import AttentionSublayer
+
+    torch.manual_seed(0)
+    sub = AttentionSublayer(CFG).eval()
+    tl = Layout(torch.tensor([[True] * 4 + [False] * 2, [True] * 6]))
+    vl = Layout(torch.tensor([[True] * 5, [True] * 3 + [False] * 2]))
+    results = []
+    for fast in (True, False):
+        t = torch.randn(tl.count, 16, generator=torch.Generator().manual_seed(2), requires_grad=True)
+        v = torch.randn(vl.count, 16, generator=torch.Generator().manual_seed(3), requires_grad=True)
+        out = sub.cross(t, v, tl, vl) if fast else sub.paired(torch.cat([t, v]), tl, vl, "cross").split([tl.count, vl.count])
+        g = torch.Generator().manual_seed(1)
+        w = [torch.randn(o.shape, generator=g) for o in out]
+        sub.zero_grad()
+        sum((o * x).sum() for o, x in zip(out, w, strict=True)).backward()
+        results.append([*out, t.grad, v.grad, *(p.grad.clone() for p in sub.parameters())])
+    assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-6) for a, b in zip(*results, strict=True))
+
+
 def test_layout_keeps_real_rows_in_batch_order():
     mask = torch.tensor([[True, True, False], [True, False, False]])
     layout = Layout(mask)
