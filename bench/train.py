@@ -28,6 +28,7 @@ GPU (``--device cuda``, run by bench/gpu_train.sh): paper size in bf16 autocast,
 rows, stage-1 (batch 128) and stage-2 (batch 512 pairs) trainer samples/s, and the loader's samples/s.
 
     PYTHONPATH=. .venv/bin/python bench/train.py --threads 2
+    PYTHONPATH=. .venv/bin/python bench/train.py --threads 2 --only step_b32   # one row alone (< 5 min)
     PYTHONPATH=. .venv/bin/python bench/train.py --device cuda --threads 8 --workers 8
 """
 

@@ -86,7 +86,6 @@ class Stage1Model(nn.Module):
         self.obj_label = nn.Linear(cfg.hidden, cfg.num_object_labels)
         self.obj_feature = nn.Linear(cfg.hidden, cfg.feature_dim)
         self.align = AlignHead(cfg)
-        self.encoder.text_embeddings.tied_decoder = True  # the MLM decoder below reads the word embeddings
         for module in (self.mlm_transform, self.obj_transform, self.obj_label, self.obj_feature, self.align):
             module.apply(init_weights)
 
@@ -116,6 +115,7 @@ class Stage1Model(nn.Module):
         obj_keep = None if self.align.with_visual else obj_at.clone()
         if obj_keep is not None:
             obj_keep[0, 0] = True  # row 0, the fallback when no RoI is masked (the first RoI is always real)
+        decoder, lookup = self.encoder.text_embeddings.tied_weights()  # the MLM decoder is the word embedding
         text, objects, tl, vl = self.encoder.encode(
             batch["input_ids"],
             batch["text_mask"],
@@ -123,6 +123,7 @@ class Stage1Model(nn.Module):
             batch["boxes"],
             batch["object_mask"],
             keep=(mlm_at | cls_at, obj_keep),
+            word_lookup=lookup,
         )
         cls_rows = tl.row_index(cls_at)
         idx, w = _head_rows(tl, mlm_at)
@@ -132,7 +133,7 @@ class Stage1Model(nn.Module):
         grid = vl.full(objects) if self.align.with_visual else None
         f_align = self.align.f_align_of(gather_rows(text, cls_rows), grid, batch["object_mask"])
         return {
-            "mlm_logits": F.linear(hidden, self.encoder.text_embeddings.word.weight, self.mlm_bias),
+            "mlm_logits": F.linear(hidden, decoder, self.mlm_bias),
             "mlm_labels": _labels(batch["mlm_labels"], mlm_at, w),
             "mlm_weight": w,
             "obj_logits": self.obj_label(o),

@@ -73,10 +73,14 @@ class _Scatter(torch.autograd.Function):
 def keep_mask(shape: tuple[int, ...], p: float, dtype: torch.dtype) -> Tensor:
     """A CPU dropout mask: 1 / (1 - p) with probability 1 - p, else 0. Drawn by numpy's PCG64 (about 3x
     faster than torch's CPU ``bernoulli_``, which draws element by element from one MT19937) from a seed
-    taken from torch's default generator, so ``torch.manual_seed`` decides every mask."""
+    taken from torch's default generator, so ``torch.manual_seed`` decides every mask. The threshold and the
+    scale are applied in place by numpy (float32, as torch's ``ge_(p).mul_(1 / (1 - p))`` would: the same mask),
+    single-threaded: torch's two-thread elementwise kernels were up to 10x slower on a loaded machine."""
     seed = int(torch.randint(0, 2**62, (1,)))
-    mask = torch.from_numpy(np.random.default_rng(seed).random(shape, dtype=np.float32))
-    return mask.ge_(p).mul_(1.0 / (1.0 - p)).to(dtype)
+    mask = np.random.default_rng(seed).random(shape, dtype=np.float32)
+    np.greater_equal(mask, np.float32(p), out=mask, casting="unsafe")
+    np.multiply(mask, np.float32(1.0 / (1.0 - p)), out=mask)
+    return torch.from_numpy(mask).to(dtype)
 
 
 def dropout(x: Tensor, p: float, training: bool) -> Tensor:
@@ -127,6 +131,27 @@ class _SparseGradLookup(torch.autograd.Function):
         return torch.sparse_coo_tensor(ids[None], grad, ctx.shape, check_invariants=False), None
 
 
+class _TiedWeight(torch.autograd.Function):
+    """Two aliases of one weight: the MLM decoder reads the first, the word lookup (``_SparseGradLookup``) the
+    second. Their gradients meet here, in one backward: the lookup's sparse rows are added in place into the
+    decoder's dense ``[V, H]`` gradient. Left to autograd, the two would meet in the weight's input buffer, where
+    a dense gradient that arrives first (the decoder's: the heads run last) and a sparse one are summed out of
+    place: a copy of the whole ``[V, H]`` gradient each step."""
+
+    @staticmethod
+    def forward(ctx, weight: Tensor) -> tuple[Tensor, Tensor]:
+        ctx.set_materialize_grads(False)
+        return weight.view_as(weight), weight.view_as(weight)
+
+    @staticmethod
+    def backward(ctx, decoder: Tensor | None, lookup: Tensor | None) -> Tensor | None:
+        if decoder is None or lookup is None:
+            return lookup if decoder is None else decoder
+        if torch.is_grad_enabled() or decoder.is_sparse or not decoder.is_contiguous():
+            return decoder + lookup
+        return decoder.add_(lookup)
+
+
 def gather_rows(rows: Tensor, index: Tensor) -> Tensor:
     """``rows[index]`` (unique indices)."""
     return _Gather.apply(rows, index)
@@ -134,67 +159,72 @@ def gather_rows(rows: Tensor, index: Tensor) -> Tensor:
 
 class _RowsToHeads(torch.autograd.Function):
     """``[N, parts * H]`` rows of a layout -> ``parts`` contiguous ``[B * heads, L, d]`` blocks (zeros at
-    padded positions; the first block multiplied by ``scale``) in one copy; the backward gathers back."""
+    padded positions; the first block multiplied by ``scale``) in one copy; the backward gathers back.
+    ``slots`` (``Layout.head_slots``): each (row, head)'s ``d``-vector's row in a ``[B * heads * L, d]`` block,
+    or None when the rows are the whole grid; with it both ways are row copies (``index_copy_`` /
+    ``index_select`` of contiguous ``d``-vectors)."""
 
     @staticmethod
-    def forward(ctx, rows, b_idx, l_idx, batch: int, length: int, parts: int, heads: int, scale: float):
+    def forward(ctx, rows, slots, batch: int, length: int, parts: int, heads: int, scale: float):
         n, width = rows.shape
         d = width // (parts * heads)
         src = rows.view(n, parts, heads, d)
-        if b_idx is None:
+        if slots is None:
             buf = rows.new_empty(parts, batch, heads, length, d)
             buf.copy_(src.view(batch, length, parts, heads, d).permute(2, 0, 3, 1, 4))
         else:
+            block = batch * heads * length
             buf = rows.new_zeros(parts, batch, heads, length, d)
-            buf.permute(1, 3, 0, 2, 4)[b_idx, l_idx] = src
+            at = (slots[:, None, :] + block * torch.arange(parts, device=slots.device)[:, None]).reshape(-1)
+            buf.view(parts * block, d).index_copy_(0, at, src.reshape(-1, d))
         if scale != 1.0:
             buf[0].mul_(scale)
-        ctx.save_for_backward(b_idx, l_idx)
+        ctx.save_for_backward(slots)
         ctx.shape = (n, batch, length, parts, heads, d, scale)
         return tuple(buf[p].view(batch * heads, length, d) for p in range(parts))
 
     @staticmethod
     def backward(ctx, *grads):
-        b_idx, l_idx = ctx.saved_tensors
+        (slots,) = ctx.saved_tensors
         n, batch, length, parts, heads, d, scale = ctx.shape
         out = grads[0].new_empty(n, parts, heads, d)
         for p, g in enumerate(grads):
-            g = torch.zeros(batch * heads, length, d, dtype=out.dtype, device=out.device) if g is None else g
-            blocks = g.unflatten(0, (batch, heads)).permute(0, 2, 1, 3)
-            if b_idx is None:
+            if g is None:
+                out[:, p] = 0
+            elif slots is None:
+                blocks = g.unflatten(0, (batch, heads)).permute(0, 2, 1, 3)
                 out.view(batch, length, parts, heads, d)[:, :, p].copy_(blocks)
             else:
-                out[:, p] = blocks[b_idx, l_idx]
+                out[:, p] = g.reshape(-1, d).index_select(0, slots.reshape(-1)).view(n, heads, d)
         if scale != 1.0:
             out[:, 0].mul_(scale)
-        return out.view(n, parts * heads * d), None, None, None, None, None, None, None
+        return out.view(n, parts * heads * d), None, None, None, None, None, None
 
 
 class _HeadsToRows(torch.autograd.Function):
     """``[B * heads, L, d]`` -> the ``[N, heads * d]`` rows of a layout, in one copy; the backward scatters
-    into zeros (padded query positions must get no gradient)."""
+    into zeros (padded query positions must get no gradient). ``slots``: as in ``_RowsToHeads``."""
 
     @staticmethod
-    def forward(ctx, y, b_idx, l_idx, batch: int, heads: int):
+    def forward(ctx, y, slots, batch: int, heads: int):
         _, length, d = y.shape
-        blocks = y.unflatten(0, (batch, heads)).permute(0, 2, 1, 3)
-        ctx.save_for_backward(b_idx, l_idx)
+        ctx.save_for_backward(slots)
         ctx.shape = (batch, heads, length, d)
-        if b_idx is None:
-            return blocks.reshape(batch * length, heads * d)
-        return blocks[b_idx, l_idx].reshape(-1, heads * d)
+        if slots is None:
+            return y.unflatten(0, (batch, heads)).permute(0, 2, 1, 3).reshape(batch * length, heads * d)
+        return y.reshape(-1, d).index_select(0, slots.reshape(-1)).view(-1, heads * d)
 
     @staticmethod
     def backward(ctx, grad):
-        b_idx, l_idx = ctx.saved_tensors
+        (slots,) = ctx.saved_tensors
         batch, heads, length, d = ctx.shape
-        if b_idx is None:
+        if slots is None:
             out = grad.new_empty(batch, heads, length, d)
             out.copy_(grad.unflatten(1, (heads, d)).unflatten(0, (batch, length)).permute(0, 2, 1, 3))
         else:
-            out = grad.new_zeros(batch, heads, length, d)
-            out.permute(0, 2, 1, 3)[b_idx, l_idx] = grad.unflatten(1, (heads, d))
-        return out.view(batch * heads, length, d), None, None, None, None
+            out = grad.new_zeros(batch * heads * length, d)
+            out.index_copy_(0, slots.reshape(-1), grad.reshape(-1, d))
+        return out.view(batch * heads, length, d), None, None, None
 
 
 class Layout:
@@ -229,6 +259,7 @@ class Layout:
         self.b_idx = None if self.index is None else self.index // self.length
         self.l_idx = None if self.index is None else self.index % self.length
         self._bias: dict = {}
+        self._slots: dict = {}
 
     def rows(self, grid: Tensor) -> Tensor:
         """``[B, L, C]`` (``L`` = ``length`` or ``full_length``) -> ``[N, C]``: the real positions, batch-major."""
@@ -254,11 +285,21 @@ class Layout:
 
     def heads(self, rows: Tensor, parts: int, heads: int, scale: float = 1.0) -> tuple[Tensor, ...]:
         """``[N, parts * H]`` -> ``parts`` blocks ``[B * heads, length, d]`` (the first times ``scale``)."""
-        return _RowsToHeads.apply(rows, self.b_idx, self.l_idx, self.batch, self.length, parts, heads, scale)
+        return _RowsToHeads.apply(rows, self.head_slots(heads), self.batch, self.length, parts, heads, scale)
 
     def from_heads(self, y: Tensor, heads: int) -> Tensor:
         """``[B * heads, length, d]`` -> ``[N, heads * d]``."""
-        return _HeadsToRows.apply(y, self.b_idx, self.l_idx, self.batch, heads)
+        return _HeadsToRows.apply(y, self.head_slots(heads), self.batch, heads)
+
+    def head_slots(self, heads: int) -> Tensor | None:
+        """``[N, heads]``: where row n's head h sits among the ``d``-vectors of a ``[B * heads, length, d]`` block,
+        ``(b * heads + h) * length + l``; None when the rows are the whole grid."""
+        if self.index is None:
+            return None
+        if heads not in self._slots:
+            h = torch.arange(heads, device=self.index.device)
+            self._slots[heads] = (self.b_idx[:, None] * heads + h) * self.length + self.l_idx[:, None]
+        return self._slots[heads]
 
     def key_bias(self, heads: int, dtype: torch.dtype) -> Tensor | None:
         """``[B * heads, 1, length]``: 0 at real keys, the dtype's lowest value at padded ones; None if none is
@@ -322,9 +363,12 @@ class MultiHeadAttention(nn.Module):
             q, k, v = xl.heads(self.qkv(x), 3, self.heads, self.scale)
             return q, k, v
         h = x.shape[-1]
-        w, bias = self.qkv.weight, self.qkv.bias
-        (q,) = xl.heads(F.linear(x, w[:h], bias[:h]), 1, self.heads, self.scale)
-        k, v = cl.heads(F.linear(context, w[h:], bias[h:]), 2, self.heads)
+        # split, not slices: the backward concatenates the two gradients (slicing's backward zero-fills a
+        # [3H, H] gradient per slice and adds the two)
+        w_q, w_kv = self.qkv.weight.split([h, 2 * h])
+        b_q, b_kv = self.qkv.bias.split([h, 2 * h])
+        (q,) = xl.heads(F.linear(x, w_q, b_q), 1, self.heads, self.scale)
+        k, v = cl.heads(F.linear(context, w_kv, b_kv), 2, self.heads)
         return q, k, v
 
     def _attend(self, q: Tensor, k: Tensor, v: Tensor, keys: Layout) -> Tensor:
@@ -370,6 +414,16 @@ class MultiHeadAttention(nn.Module):
         return self.out(torch.cat([tl.from_heads(yt, self.heads), vl.from_heads(yv, self.heads)]))
 
 
+    def cross(self, t: Tensor, v: Tensor, tl: Layout, vl: Layout) -> tuple[Tensor, Tensor]:
+        """``paired(..., "cross")`` on the two modalities' rows as they are: text attends to vision and vision to
+        text through the same weights, each projection run per modality (no concatenation of the rows in, nor
+        of the outputs, nor of their gradients on the way back)."""
+        q_t, k_t, v_t = tl.heads(self.qkv(t), 3, self.heads, self.scale)
+        q_v, k_v, v_v = vl.heads(self.qkv(v), 3, self.heads, self.scale)
+        yt, yv = self._attend(q_t, k_v, v_v, vl), self._attend(q_v, k_t, v_t, tl)
+        return self.out(tl.from_heads(yt, self.heads)), self.out(vl.from_heads(yv, self.heads))
+
+
 def joint_layout(tl: Layout, vl: Layout) -> Layout:
     """The layout of text and objects side by side, ``[B, Lt + Lv]`` (Share's joint attention)."""
     return Layout(torch.cat([tl.mask, vl.mask], 1), unpad=tl.index is not None or vl.index is not None)
@@ -408,6 +462,11 @@ class AttentionSublayer(nn.Module):
     def paired(self, x: Tensor, tl: Layout, vl: Layout, mode: str) -> Tensor:
         """``x``: text rows then object rows, both through this sub-layer's weights (``MultiHeadAttention.paired``)."""
         return self.residual(x, self.attn.paired(x, tl, vl, mode))
+
+    def cross(self, t: Tensor, v: Tensor, tl: Layout, vl: Layout) -> tuple[Tensor, Tensor]:
+        """Bi-directional cross-attention through this sub-layer's weights (``MultiHeadAttention.cross``)."""
+        yt, yv = self.attn.cross(t, v, tl, vl)
+        return self.residual(t, yt), self.residual(v, yv)
 
 
 class FeedForward(nn.Module):
@@ -499,7 +558,7 @@ class CrossLayer(nn.Module):
 
     def forward(self, t: Tensor, v: Tensor, tl: Layout, vl: Layout, keep: Keep = (None, None)) -> tuple[Tensor, Tensor]:
         tk, vk = keep
-        t2, v2 = self.cross.paired(torch.cat([t, v]), tl, vl, "cross").split([tl.count, vl.count])
+        t2, v2 = self.cross.cross(t, v, tl, vl)
         t = self.text_self(t2, tl, t2, tl) if tk is None else self.text_self.kept(t2, tl, tk)
         v = self.visual_self(v2, vl, v2, vl) if vk is None else self.visual_self.kept(v2, vl, vk)
         return self.text_ff(t), self.visual_ff(v)
@@ -518,17 +577,21 @@ class TextEmbeddings(nn.Module):
         self.segment = nn.Embedding(cfg.type_vocab_size, cfg.hidden)
         self.norm = nn.LayerNorm(cfg.hidden, eps=cfg.layer_norm_eps)
         self.drop = Dropout(cfg.dropout)
-        # set by a model whose MLM decoder is tied to ``word`` (its gradient is then always dense): on CPU the
-        # lookup's own gradient is sent as sparse rows, added into the decoder's
-        self.tied_decoder = False
 
-    def forward(self, input_ids: Tensor, layout: Layout) -> Tensor:
-        """The ``[N, H]`` rows of the layout's real positions."""
+    def tied_weights(self) -> tuple[Tensor, Tensor | None]:
+        """For a model whose MLM decoder is tied to ``word`` (its gradient is then always dense): (the weight the
+        decoder reads, the weight to pass to ``forward`` as ``lookup``). On CPU in training the lookup's gradient
+        is sent as sparse rows and added in place into the decoder's (``_TiedWeight``); otherwise (the weight,
+        None: the plain lookup)."""
+        w = self.word.weight
+        if w.device.type == "cpu" and w.requires_grad and torch.is_grad_enabled():
+            return _TiedWeight.apply(w)
+        return w, None
+
+    def forward(self, input_ids: Tensor, layout: Layout, lookup: Tensor | None = None) -> Tensor:
+        """The ``[N, H]`` rows of the layout's real positions; ``lookup``: the word weight from ``tied_weights``."""
         ids, positions = layout.rows(input_ids[..., None]).squeeze(1), layout.positions()
-        if self.tied_decoder and ids.device.type == "cpu" and torch.is_grad_enabled():
-            words = _SparseGradLookup.apply(self.word.weight, ids)
-        else:
-            words = self.word(ids)
+        words = self.word(ids) if lookup is None else _SparseGradLookup.apply(lookup, ids)
         return self.drop(self.norm(words + self.position(positions) + self.segment.weight[0]))
 
 
@@ -584,14 +647,15 @@ class SSRPEncoder(nn.Module):
         boxes: Tensor,
         object_mask: Tensor,
         keep: tuple[Tensor | None, Tensor | None] = (None, None),
+        word_lookup: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Layout, Layout]:
         """Token rows, object rows and their layouts. ``keep`` (``[B, L]`` and ``[B, M]`` masks, or None for
         all) names the positions whose states are read: when unpadding, the last inter-modality layer
         computes only those (same values), and the returned rows and layouts are theirs; otherwise every
-        real position comes back."""
+        real position comes back. ``word_lookup``: the word weight from ``TextEmbeddings.tied_weights``."""
         unpad = self.unpads(text_mask)
         tl, vl = Layout(text_mask, unpad), Layout(object_mask, unpad)
-        t = self.text_embeddings(input_ids, tl)
+        t = self.text_embeddings(input_ids, tl, word_lookup)
         v = self.object_embeddings(features, boxes, vl)
         for layer in self.text_layers:
             t = layer(t, tl)

@@ -2,6 +2,7 @@
 
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -9,7 +10,7 @@ import torch.nn.functional as F
 from ssrp.train.bert import bert_data_config, bert_model_config, load_bert
 from ssrp.train.config import DataConfig, ModelConfig
 from ssrp.train.heads import AlignHead, Stage1Model
-from ssrp.train.model import Layout, SSRPEncoder
+from ssrp.train.model import Layout, SSRPEncoder, TextEmbeddings
 
 CFG = ModelConfig(
     hidden=16,
@@ -128,6 +129,28 @@ def test_paired_attention_equals_each_modality_attending_on_its_own(mode):
         joint = jl.rows(torch.cat([tl.grid(t), vl.grid(v)], 1))
         alone = sub(t, tl, joint, jl), sub(v, vl, joint, jl)
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(both, alone, strict=True))
+
+
+def test_cross_without_concatenation_equals_paired_cross():
+    """``AttentionSublayer.cross`` (Cross's layers: each modality's projections run on its own rows) gives the
+    states and the gradients (weights and both inputs) of ``paired(cat([t, v]), ..., "cross")``."""
+    from ssrp.train.model import AttentionSublayer
+
+    torch.manual_seed(0)
+    sub = AttentionSublayer(CFG).eval()
+    tl = Layout(torch.tensor([[True] * 4 + [False] * 2, [True] * 6]))
+    vl = Layout(torch.tensor([[True] * 5, [True] * 3 + [False] * 2]))
+    results = []
+    for fast in (True, False):
+        t = torch.randn(tl.count, 16, generator=torch.Generator().manual_seed(2), requires_grad=True)
+        v = torch.randn(vl.count, 16, generator=torch.Generator().manual_seed(3), requires_grad=True)
+        out = sub.cross(t, v, tl, vl) if fast else sub.paired(torch.cat([t, v]), tl, vl, "cross").split([tl.count, vl.count])
+        g = torch.Generator().manual_seed(1)
+        w = [torch.randn(o.shape, generator=g) for o in out]
+        sub.zero_grad()
+        sum((o * x).sum() for o, x in zip(out, w, strict=True)).backward()
+        results.append([*out, t.grad, v.grad, *(p.grad.clone() for p in sub.parameters())])
+    assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-6) for a, b in zip(*results, strict=True))
 
 
 def test_layout_keeps_real_rows_in_batch_order():
@@ -430,17 +453,24 @@ def test_row_and_head_copies_have_exact_gradients(padded):
     lay = Layout(mask)
     n = lay.count
     rows = torch.randn(n, 3 * 2 * 2, dtype=torch.float64, requires_grad=True)
-    args = (lay.b_idx, lay.l_idx, lay.batch, lay.length, 3, 2, 0.5)
+    slots = lay.head_slots(2)
+    assert (slots is None) == (not padded)
+    args = (slots, lay.batch, lay.length, 3, 2, 0.5)
     assert torch.autograd.gradcheck(lambda r: _RowsToHeads.apply(r, *args), (rows,))
+    # the blocks are the padded grid's [B, heads, L, d] per part (zeros at padding, the first part scaled)
+    grid = torch.zeros(2, lay.length, 12, dtype=torch.float64).masked_scatter(mask[..., None], rows.detach())
+    ref = grid.view(2, lay.length, 3, 2, 2).permute(2, 0, 3, 1, 4).reshape(3, 4, lay.length, 2)
+    blocks = _RowsToHeads.apply(rows, *args)
+    assert all(torch.equal(b, r * (0.5 if p == 0 else 1.0)) for p, (b, r) in enumerate(zip(blocks, ref, strict=True)))
     y = torch.randn(2 * 2, lay.length, 2, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda t: _HeadsToRows.apply(t, lay.b_idx, lay.l_idx, 2, 2), (y,))
+    assert torch.autograd.gradcheck(lambda t: _HeadsToRows.apply(t, slots, 2, 2), (y,))
     index = torch.tensor([3, 0, 2])
     x = torch.randn(5, 2, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda t: _Gather.apply(t, index), (x,))
     assert torch.autograd.gradcheck(lambda t: _Scatter.apply(t[:3], index, 5), (x,))
     # heads of rows, then rows of heads: the identity (and zeros at padded positions)
-    q, k, v = _RowsToHeads.apply(rows, lay.b_idx, lay.l_idx, lay.batch, lay.length, 3, 2, 1.0)
-    assert torch.equal(_HeadsToRows.apply(k, lay.b_idx, lay.l_idx, 2, 2), rows[:, 4:8])
+    q, k, v = _RowsToHeads.apply(rows, slots, lay.batch, lay.length, 3, 2, 1.0)
+    assert torch.equal(_HeadsToRows.apply(k, slots, 2, 2), rows[:, 4:8])
     if padded:
         assert not q.view(2, 2, 3, 2)[0, :, 2].any()
 
@@ -453,6 +483,13 @@ def test_cpu_dropout_masks():
     torch.manual_seed(3)
     b = keep_mask((200, 300), 0.1, torch.float32)
     assert torch.equal(a, b)  # torch.manual_seed decides the mask
+    for rate in (0.1, 0.3):  # numpy's in-place threshold and scale give torch's float32 ge_/mul_ mask
+        torch.manual_seed(3)
+        fast = keep_mask((200, 300), rate, torch.float32)
+        torch.manual_seed(3)
+        seed = int(torch.randint(0, 2**62, (1,)))
+        u = torch.from_numpy(np.random.default_rng(seed).random((200, 300), dtype=np.float32))
+        assert torch.equal(fast, u.ge_(rate).mul_(1.0 / (1.0 - rate)))
     assert a.unique().tolist() == [0.0, pytest.approx(1 / 0.9)]
     assert abs(float((a > 0).float().mean()) - 0.9) < 0.01
     drop = Dropout(0.1)
@@ -461,3 +498,28 @@ def test_cpu_dropout_masks():
     y = drop.train()(x)
     kept = y != 0
     assert torch.allclose(y[kept], x[kept] / 0.9)
+
+
+def test_tied_word_weight_gets_the_stock_gradient(monkeypatch):
+    """On CPU the MLM decoder and the word lookup read the tied weight through ``TextEmbeddings.tied_weights``
+    (the lookup's sparse rows added in place into the decoder's dense gradient): every weight's gradient is the
+    stock one (``nn.Embedding`` lookup and ``F.linear`` on the same weight, autograd summing the two)."""
+    batch = _stage1_batch()
+    grads = []
+    for stock in (False, True):
+        if stock:
+            monkeypatch.setattr(TextEmbeddings, "tied_weights", lambda self: (self.word.weight, None))
+        torch.manual_seed(0)
+        model = Stage1Model(CFG).eval()
+        terms = model(batch)
+        sum(s / c.clamp(min=1) for s, c in terms.values()).backward()
+        grads.append({k: p.grad for k, p in model.named_parameters()})
+    fast, ref = grads
+    word = "encoder.text_embeddings.word.weight"
+    assert not fast[word].is_sparse and fast[word].is_contiguous()
+    looked_up = batch["input_ids"][batch["text_mask"]].unique()
+    assert ref[word][looked_up].abs().sum() > 0
+    assert all(torch.allclose(fast[k], ref[k], rtol=1e-5, atol=1e-7) for k in ref)
+    with torch.no_grad():  # no gradient to send: the plain weight, no alias
+        emb = model.encoder.text_embeddings
+        assert emb.tied_weights() == (emb.word.weight, None)
