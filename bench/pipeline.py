@@ -24,6 +24,7 @@ Last line: one JSON object (``met`` per target).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -113,7 +114,7 @@ def full_shard_commits(tmp: str, shard_mb: int, threads: int, reps: int) -> dict
     probe = encode_all(full_size_records(1))[0][1]
     per_shard = max(VIEWS_PER_IMAGE, (shard_mb << 20) // len(probe))
     records = full_size_records(per_shard)
-    made = iter(range(threads * reps * 2))
+    made = itertools.count()
 
     def commit() -> None:  # each commit into its own one-shard corpus: every key belongs to its one shard
         writer = CorpusWriter(os.path.join(tmp, f"full-shard-{next(made)}"), CorpusPlan({"image": 1}))

@@ -238,19 +238,15 @@ def _state(run: Run, pos: Position) -> dict:
     }
 
 
-def _atomic_save(state: dict, path: str) -> None:
-    write_digested_checkpoint(state, path)
-
-
 def _save_model(run: Run, path: str, pos: Position) -> None:
-    _atomic_save(_state(run, pos), path)
+    write_digested_checkpoint(_state(run, pos), path)
 
 
 def _save(run: Run, opt, pos: Position, path: str) -> None:
     state = _state(run, pos)
     state["optimizer"] = opt.state_dict()
     state["rng"] = torch.get_rng_state()
-    _atomic_save(state, path)
+    write_digested_checkpoint(state, path)
 
 
 def load_caption_checkpoint(path: str) -> dict:

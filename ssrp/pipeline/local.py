@@ -254,7 +254,7 @@ def _text_shards(specs: list[ShardSpec], groups: dict, stages: BuildStages, cfg:
             for start in range(0, len(captions), cfg.caption_batch):
                 chunk = captions[start : start + cfg.caption_batch]
                 begin = time.perf_counter()
-                outs = list(stages.captions(chunk))
+                outs = stages.captions(chunk)
                 timings.extract_s += time.perf_counter() - begin
                 for out in outs:
                     results.append(out)

@@ -176,8 +176,8 @@ def test_a_bert_of_another_vocabulary_is_refused_naming_both_digests(tmp_path, c
         train(_cfg(), str(other), str(tmp_path / "run"), bert=bert_dir)
 
 
-@pytest.mark.parametrize("module, what", [("finetune", "fine-tuning"), ("caption", "captioning")])
-def test_finetune_and_caption_checkpoints_carry_a_checked_digest(tmp_path, module, what, caplog):
+@pytest.mark.parametrize("module", ["finetune", "caption"])
+def test_finetune_and_caption_checkpoints_carry_a_checked_digest(tmp_path, module, caplog):
     """A fine-tuning or captioning checkpoint with one changed weight is refused by name; the older format
     (no digest) is still read, with a warning."""
     import torch
@@ -191,8 +191,8 @@ def test_finetune_and_caption_checkpoints_carry_a_checked_digest(tmp_path, modul
     else:
         from ssrp.caption import train as cap
 
-        def save(state, path):
-            cap._atomic_save({"format": cap.CKPT_FORMAT, **state}, path)
+        def save(state, path):  # what the caption trainer writes: its format, then the state
+            cap.write_digested_checkpoint({"format": cap.CKPT_FORMAT, **state}, path)
 
         load, fmt, old = cap.load_caption_checkpoint, cap.CKPT_FORMAT, cap._OLD_FORMATS[0]
     path = str(tmp_path / "ckpt.pt")
@@ -208,4 +208,4 @@ def test_finetune_and_caption_checkpoints_carry_a_checked_digest(tmp_path, modul
     torch.save({"format": old, **state}, path)
     with caplog.at_level("WARNING"):
         assert load(path)["step"] == 7
-    assert "without a digest" in caplog.text and what  # the older format: read, with a warning
+    assert "without a digest" in caplog.text  # the older format: read, with a warning
